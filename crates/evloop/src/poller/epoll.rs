@@ -1,0 +1,114 @@
+//! The epoll backend (Linux): the original's `select.epoll`, used directly.
+//!
+//! Masks pass straight through: `POLL_IN`, `POLL_OUT`, `POLL_ERR` and `POLL_HUP`
+//! have the values of `EPOLLIN`, `EPOLLOUT`, `EPOLLERR` and `EPOLLHUP`. The kernel
+//! always reports errors and hang-ups, and forgets a descriptor once its file is
+//! closed, so a closed fd vanishes silently (contract point 4).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use super::{Backend, PollEvent, Poller, PollerError, timeout_ms};
+use crate::events::Events;
+
+/// How many events one `epoll_wait` fetches at most; more wait for the next poll.
+const DEFAULT_MAX_EVENTS: usize = 1024;
+
+/// A poller on an epoll instance. Closed on drop.
+///
+/// ```
+/// use evloop::poller::{Poller, epoll::Epoll};
+/// use evloop::POLL_IN;
+/// use std::os::fd::AsRawFd;
+///
+/// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
+/// let mut epoll = Epoll::new()?;
+/// epoll.register(a.as_raw_fd(), POLL_IN)?;
+/// std::io::Write::write_all(&mut b, b"x")?;
+/// let mut ready = Vec::new();
+/// epoll.poll(None, &mut ready)?;
+/// assert_eq!(ready, [(a.as_raw_fd(), POLL_IN)]);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Epoll {
+    epfd: OwnedFd,
+    buffer: Vec<libc::epoll_event>,
+}
+
+impl Epoll {
+    /// Open a new epoll instance (close-on-exec).
+    pub fn new() -> io::Result<Epoll> {
+        Epoll::with_max_events(DEFAULT_MAX_EVENTS)
+    }
+
+    /// Open a new epoll instance that fetches at most `max_events` per poll.
+    pub fn with_max_events(max_events: usize) -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 takes only flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(PollerError::os(Backend::Epoll, "open", None, io::Error::last_os_error()));
+        }
+        // SAFETY: fd was just returned by epoll_create1 and is owned by no one else.
+        let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let empty = libc::epoll_event { events: 0, u64: 0 };
+        Ok(Epoll { epfd, buffer: vec![empty; max_events.max(1)] })
+    }
+
+    fn ctl(&mut self, op: libc::c_int, fd: RawFd, mode: Events, name: &'static str) -> io::Result<()> {
+        let mut event = libc::epoll_event { events: mode.bits(), u64: fd as u64 };
+        // SAFETY: epfd is our open epoll descriptor and `event` lives across the call;
+        // the kernel validates `fd` itself.
+        let rc = unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut event) };
+        if rc < 0 {
+            return Err(PollerError::os(Backend::Epoll, name, Some(fd), io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+}
+
+impl Poller for Epoll {
+    fn register(&mut self, fd: RawFd, mode: Events) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, mode, "register")
+    }
+
+    fn unregister(&mut self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, Events::default(), "unregister")
+    }
+
+    fn modify(&mut self, fd: RawFd, mode: Events) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, mode, "modify")
+    }
+
+    fn poll(&mut self, timeout: Option<Duration>, out: &mut Vec<PollEvent>) -> io::Result<()> {
+        out.clear();
+        // SAFETY: the buffer is valid for `len` events and the kernel writes at most that many.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epfd.as_raw_fd(),
+                self.buffer.as_mut_ptr(),
+                self.buffer.len() as libc::c_int,
+                timeout_ms(timeout),
+            )
+        };
+        if n < 0 {
+            return Err(PollerError::os(Backend::Epoll, "poll", None, io::Error::last_os_error()));
+        }
+        out.extend(
+            self.buffer[..n as usize]
+                .iter()
+                .map(|event| (event.u64 as RawFd, Events::from_bits(event.events))),
+        );
+        Ok(())
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Epoll
+    }
+}
+
+impl AsRawFd for Epoll {
+    fn as_raw_fd(&self) -> RawFd {
+        self.epfd.as_raw_fd()
+    }
+}

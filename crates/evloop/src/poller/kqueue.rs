@@ -1,0 +1,38 @@
+//! The kqueue(2) backend. (Being written.)
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use super::{Backend, PollEvent, Poller, PollerError};
+use crate::events::Events;
+
+/// A poller on kqueue(2).
+#[derive(Default)]
+pub struct Kqueue {}
+
+impl Kqueue {
+    /// A new, empty poller.
+    pub fn new() -> io::Result<Kqueue> {
+        Ok(Kqueue {})
+    }
+}
+
+impl Poller for Kqueue {
+    fn register(&mut self, fd: RawFd, _mode: Events) -> io::Result<()> {
+        Err(PollerError::new(Backend::Kqueue, "register", Some(fd), io::ErrorKind::Unsupported, "not written yet"))
+    }
+    fn unregister(&mut self, fd: RawFd) -> io::Result<()> {
+        Err(PollerError::not_registered(Backend::Kqueue, "unregister", fd))
+    }
+    fn modify(&mut self, fd: RawFd, _mode: Events) -> io::Result<()> {
+        Err(PollerError::not_registered(Backend::Kqueue, "modify", fd))
+    }
+    fn poll(&mut self, _timeout: Option<Duration>, out: &mut Vec<PollEvent>) -> io::Result<()> {
+        out.clear();
+        Ok(())
+    }
+    fn backend(&self) -> Backend {
+        Backend::Kqueue
+    }
+}

@@ -1,0 +1,1 @@
+//! The shadowsocks configuration: JSON file, command-line flags and `ss://` URLs.

@@ -1,0 +1,8 @@
+//! The shadowsocks proxy on evloop: the protocol, the crypto and the relays behind
+//! the `ssserver` and `sslocal` binaries.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod crypto;
+pub mod protocol;

@@ -1,0 +1,1 @@
+//! Wire formats: SOCKS5 and the shadowsocks target address.
