@@ -172,7 +172,10 @@ mod tests {
         assert_eq!(POLL_NULL.to_string(), "POLL_NULL");
         assert_eq!((POLL_IN | POLL_ERR).to_string(), "POLL_IN|POLL_ERR");
         assert_eq!(format!("{:?}", POLL_HUP | POLL_OUT), "POLL_OUT|POLL_HUP");
-        assert_eq!(Events::from_bits(0xff).to_string(), "POLL_IN|POLL_OUT|POLL_ERR|POLL_HUP|POLL_NVAL");
+        assert_eq!(
+            Events::from_bits(0xff).to_string(),
+            "POLL_IN|POLL_OUT|POLL_ERR|POLL_HUP|POLL_NVAL"
+        );
     }
 
     #[test]

@@ -47,21 +47,37 @@ impl Epoll {
         // SAFETY: epoll_create1 takes only flags and returns a new descriptor or -1.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
-            return Err(PollerError::os(Backend::Epoll, "open", None, io::Error::last_os_error()));
+            return Err(PollerError::os(
+                Backend::Epoll,
+                "open",
+                None,
+                io::Error::last_os_error(),
+            ));
         }
         // SAFETY: fd was just returned by epoll_create1 and is owned by no one else.
         let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
         let empty = libc::epoll_event { events: 0, u64: 0 };
-        Ok(Epoll { epfd, buffer: vec![empty; max_events.max(1)] })
+        Ok(Epoll {
+            epfd,
+            buffer: vec![empty; max_events.max(1)],
+        })
     }
 
     fn ctl(&mut self, op: libc::c_int, fd: RawFd, mode: Events, name: &'static str) -> io::Result<()> {
-        let mut event = libc::epoll_event { events: mode.bits(), u64: fd as u64 };
+        let mut event = libc::epoll_event {
+            events: mode.bits(),
+            u64: fd as u64,
+        };
         // SAFETY: epfd is our open epoll descriptor and `event` lives across the call;
         // the kernel validates `fd` itself.
         let rc = unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut event) };
         if rc < 0 {
-            return Err(PollerError::os(Backend::Epoll, name, Some(fd), io::Error::last_os_error()));
+            return Err(PollerError::os(
+                Backend::Epoll,
+                name,
+                Some(fd),
+                io::Error::last_os_error(),
+            ));
         }
         Ok(())
     }
@@ -92,7 +108,12 @@ impl Poller for Epoll {
             )
         };
         if n < 0 {
-            return Err(PollerError::os(Backend::Epoll, "poll", None, io::Error::last_os_error()));
+            return Err(PollerError::os(
+                Backend::Epoll,
+                "poll",
+                None,
+                io::Error::last_os_error(),
+            ));
         }
         out.extend(
             self.buffer[..n as usize]

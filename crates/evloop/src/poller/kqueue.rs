@@ -20,7 +20,13 @@ impl Kqueue {
 
 impl Poller for Kqueue {
     fn register(&mut self, fd: RawFd, _mode: Events) -> io::Result<()> {
-        Err(PollerError::new(Backend::Kqueue, "register", Some(fd), io::ErrorKind::Unsupported, "not written yet"))
+        Err(PollerError::custom(
+            Backend::Kqueue,
+            "register",
+            Some(fd),
+            io::ErrorKind::Unsupported,
+            "not written yet",
+        ))
     }
     fn unregister(&mut self, fd: RawFd) -> io::Result<()> {
         Err(PollerError::not_registered(Backend::Kqueue, "unregister", fd))

@@ -136,7 +136,10 @@ impl Backend {
                 if !backend.is_available() {
                     return Err(io::Error::new(
                         io::ErrorKind::Unsupported,
-                        format!("{BACKEND_ENV}={name}: the {} backend does not exist on this platform", backend.name()),
+                        format!(
+                            "{BACKEND_ENV}={name}: the {} backend does not exist on this platform",
+                            backend.name()
+                        ),
                     ));
                 }
                 Ok(backend)
@@ -180,12 +183,15 @@ impl std::str::FromStr for Backend {
     type Err = io::Error;
 
     fn from_str(s: &str) -> io::Result<Backend> {
-        Backend::ALL.into_iter().find(|b| b.name().eq_ignore_ascii_case(s.trim())).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("unknown event model {s:?}: expected one of epoll, kqueue, poll, select"),
-            )
-        })
+        Backend::ALL
+            .into_iter()
+            .find(|b| b.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("unknown event model {s:?}: expected one of epoll, kqueue, poll, select"),
+                )
+            })
     }
 }
 
@@ -218,8 +224,23 @@ impl std::error::Error for PollerError {}
 
 impl PollerError {
     /// An error with a reason of the poller's own (not from a system call).
-    pub fn new(backend: Backend, op: &'static str, fd: Option<RawFd>, kind: io::ErrorKind, reason: impl Into<String>) -> io::Error {
-        io::Error::new(kind, PollerError { backend, op, fd, errno: None, reason: reason.into() })
+    pub fn custom(
+        backend: Backend,
+        op: &'static str,
+        fd: Option<RawFd>,
+        kind: io::ErrorKind,
+        reason: impl Into<String>,
+    ) -> io::Error {
+        io::Error::new(
+            kind,
+            PollerError {
+                backend,
+                op,
+                fd,
+                errno: None,
+                reason: reason.into(),
+            },
+        )
     }
 
     /// Wrap a failed system call's error, mapping its errno to the contract's kinds.
@@ -237,12 +258,26 @@ impl PollerError {
             Some(libc::EBADF) => "not an open descriptor (EBADF)".to_string(),
             _ => err.to_string(),
         };
-        io::Error::new(kind, PollerError { backend, op, fd, errno, reason })
+        io::Error::new(
+            kind,
+            PollerError {
+                backend,
+                op,
+                fd,
+                errno,
+                reason,
+            },
+        )
     }
 
     /// The contract's error for an fd registered twice.
     pub fn already_registered(backend: Backend, fd: RawFd) -> io::Error {
-        PollerError::os(backend, "register", Some(fd), io::Error::from_raw_os_error(libc::EEXIST))
+        PollerError::os(
+            backend,
+            "register",
+            Some(fd),
+            io::Error::from_raw_os_error(libc::EEXIST),
+        )
     }
 
     /// The contract's error for an fd the poller does not know.

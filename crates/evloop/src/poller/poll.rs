@@ -20,7 +20,13 @@ impl Poll {
 
 impl Poller for Poll {
     fn register(&mut self, fd: RawFd, _mode: Events) -> io::Result<()> {
-        Err(PollerError::new(Backend::Poll, "register", Some(fd), io::ErrorKind::Unsupported, "not written yet"))
+        Err(PollerError::custom(
+            Backend::Poll,
+            "register",
+            Some(fd),
+            io::ErrorKind::Unsupported,
+            "not written yet",
+        ))
     }
     fn unregister(&mut self, fd: RawFd) -> io::Result<()> {
         Err(PollerError::not_registered(Backend::Poll, "unregister", fd))

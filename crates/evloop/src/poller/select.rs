@@ -20,7 +20,13 @@ impl Select {
 
 impl Poller for Select {
     fn register(&mut self, fd: RawFd, _mode: Events) -> io::Result<()> {
-        Err(PollerError::new(Backend::Select, "register", Some(fd), io::ErrorKind::Unsupported, "not written yet"))
+        Err(PollerError::custom(
+            Backend::Select,
+            "register",
+            Some(fd),
+            io::ErrorKind::Unsupported,
+            "not written yet",
+        ))
     }
     fn unregister(&mut self, fd: RawFd) -> io::Result<()> {
         Err(PollerError::not_registered(Backend::Select, "unregister", fd))
