@@ -1,0 +1,815 @@
+//! The loop: registrations, dispatch, timers, periodic callbacks, stop.
+
+use std::any::{Any, TypeId};
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use crate::events::{Events, POLL_NVAL};
+use crate::poller::{Backend, PollEvent, Poller, fd_is_open};
+use crate::signal::{Signal, SignalSource};
+use crate::timer::{TimerId, TimerQueue};
+use crate::waker::{LoopHandle, Waker};
+
+/// The original's `TIMEOUT_PRECISION`: how often periodic callbacks run.
+pub const TIMEOUT_PRECISION: Duration = Duration::from_secs(10);
+
+/// Names one registration. A token is never reused for another registration: after
+/// `remove`, the same slot comes back with a new generation, so a stale token (or a
+/// stale event carrying it) matches nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token {
+    index: u32,
+    generation: u32,
+}
+
+impl Token {
+    /// The token as one integer (for logs, or as a map key).
+    pub const fn as_u64(self) -> u64 {
+        (self.generation as u64) << 32 | self.index as u64
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token({}v{})", self.index, self.generation)
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// What a callback gets besides its own arguments: the loop, to add, remove or
+/// modify any registration (its own included), set timers or stop; and the
+/// program's shared data `D` (the original's per-port relay objects live here).
+///
+/// The two are separate fields so that a handler can borrow both at once:
+/// `cx.lp.modify(token, POLL_OUT)?` while holding `&mut cx.data.connections[i]`.
+pub struct Ctx<'a, D = ()> {
+    /// The running loop.
+    pub lp: &'a mut EventLoop<D>,
+    /// The data passed to [`EventLoop::run`].
+    pub data: &'a mut D,
+}
+
+/// A handler for events on one registered source: the original's
+/// `handle_event(sock, fd, event)`. Any `FnMut(&mut Ctx<D>, &mut S, Token, Events)
+/// -> io::Result<()>` closure is one.
+///
+/// An error returned here is logged with the fd and the events, and the loop goes
+/// on with the next event, as the original does. A panic is not caught.
+pub trait Handler<S, D>: 'static {
+    /// Handle `events` that happened on `source`, registered as `token`.
+    fn handle_event(&mut self, cx: &mut Ctx<'_, D>, source: &mut S, token: Token, events: Events) -> io::Result<()>;
+}
+
+impl<S, D, F> Handler<S, D> for F
+where
+    F: FnMut(&mut Ctx<'_, D>, &mut S, Token, Events) -> io::Result<()> + 'static,
+{
+    fn handle_event(&mut self, cx: &mut Ctx<'_, D>, source: &mut S, token: Token, events: Events) -> io::Result<()> {
+        self(cx, source, token, events)
+    }
+}
+
+/// A registration with its source's type erased, so that one slab holds them all.
+trait Entry<D> {
+    fn dispatch(&mut self, cx: &mut Ctx<'_, D>, token: Token, events: Events) -> io::Result<()>;
+    fn source_mut(&mut self) -> &mut dyn Any;
+    fn into_source(self: Box<Self>) -> Box<dyn Any>;
+    /// Drop the handler but not the source: its fd was closed behind the loop's
+    /// back, and closing the number again could close someone else's descriptor.
+    fn forget_source(self: Box<Self>);
+}
+
+struct Registered<S, H> {
+    source: S,
+    handler: H,
+}
+
+impl<S: 'static, D, H: Handler<S, D>> Entry<D> for Registered<S, H> {
+    #[inline]
+    fn dispatch(&mut self, cx: &mut Ctx<'_, D>, token: Token, events: Events) -> io::Result<()> {
+        self.handler.handle_event(cx, &mut self.source, token, events)
+    }
+
+    fn source_mut(&mut self) -> &mut dyn Any {
+        &mut self.source
+    }
+
+    fn into_source(self: Box<Self>) -> Box<dyn Any> {
+        Box::new(self.source)
+    }
+
+    fn forget_source(self: Box<Self>) {
+        let Registered { source, handler } = *self;
+        drop(handler);
+        std::mem::forget(source);
+    }
+}
+
+type BoxedEntry<D> = Box<dyn Entry<D>>;
+type Replacement<D> = Box<dyn FnOnce(Box<dyn Any>) -> BoxedEntry<D>>;
+
+enum SlotState<D> {
+    Vacant { next_free: u32 },
+    Idle(BoxedEntry<D>),
+    /// The entry is out, running its handler.
+    Dispatching { replacement: Option<Replacement<D>> },
+}
+
+struct Slot<D> {
+    generation: u32,
+    fd: RawFd,
+    /// The source's type, so that `set_handler` and `take` can check it even while
+    /// the entry is out running its handler.
+    source_type: TypeId,
+    mode: Events,
+    state: SlotState<D>,
+}
+
+const NO_FREE: u32 = u32::MAX;
+const NO_TOKEN: Token = Token { index: u32::MAX, generation: u32::MAX };
+
+type Callback<D> = Box<dyn FnMut(&mut Ctx<'_, D>)>;
+
+/// Names a periodic callback, for [`EventLoop::remove_periodic`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeriodicId(u64);
+
+struct Periodic<D> {
+    id: PeriodicId,
+    callback: Option<Callback<D>>,
+}
+
+/// Settings for a new loop; [`EventLoop::new`] takes the defaults.
+///
+/// ```
+/// use evloop::{Backend, Builder, EventLoop};
+/// use std::time::Duration;
+///
+/// let lp: EventLoop = Builder::new().backend(Backend::Poll).timeout_precision(Duration::from_secs(1)).build()?;
+/// assert_eq!(lp.backend(), Backend::Poll);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Builder {
+    backend: Option<Backend>,
+    timeout_precision: Duration,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder { backend: None, timeout_precision: TIMEOUT_PRECISION }
+    }
+}
+
+impl Builder {
+    /// The default settings: automatic backend, 10 s precision.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Use this backend instead of choosing one (see [`Backend::auto`]).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// How often periodic callbacks run (default [`TIMEOUT_PRECISION`], 10 s).
+    pub fn timeout_precision(mut self, precision: Duration) -> Self {
+        self.timeout_precision = precision.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Open the poller and build the loop.
+    pub fn build<D>(self) -> io::Result<EventLoop<D>> {
+        let backend = match self.backend {
+            Some(b) => b,
+            None => Backend::auto()?,
+        };
+        let poller = backend.open()?;
+        log::debug!("using event model: {backend}");
+        Ok(EventLoop {
+            poller,
+            backend,
+            slots: Vec::new(),
+            free_head: NO_FREE,
+            registered: 0,
+            fd_tokens: Vec::new(),
+            polled: Vec::new(),
+            ready: Vec::new(),
+            timers: TimerQueue::new(),
+            periodics: Vec::new(),
+            next_periodic: 0,
+            precision: self.timeout_precision,
+            last_periodic: Instant::now(),
+            periodic_asap: false,
+            stopping: false,
+            running: false,
+            waker: None,
+        })
+    }
+}
+
+/// The event loop: watches registered sources, collects their events, and hands
+/// each event to the handler registered for it.
+///
+/// `D` is the program's shared data, lent to every callback for the length of
+/// [`run`](EventLoop::run) (use `()` if there is none).
+///
+/// ```
+/// use evloop::{EventLoop, POLL_IN};
+/// use std::io::{Read, Write};
+/// use std::os::unix::net::UnixStream;
+///
+/// let mut lp: EventLoop<Vec<u8>> = EventLoop::new()?;
+/// let (a, mut b) = UnixStream::pair()?;
+/// lp.add(a, POLL_IN, |cx, sock: &mut UnixStream, token, _events| {
+///     let mut buf = [0; 64];
+///     let n = sock.read(&mut buf)?;
+///     cx.data.extend_from_slice(&buf[..n]);
+///     cx.lp.remove(token)?; // unregisters, then closes the socket
+///     cx.lp.stop();
+///     Ok(())
+/// })?;
+/// b.write_all(b"hello")?;
+/// let mut received = Vec::new();
+/// lp.run(&mut received)?;
+/// assert_eq!(received, b"hello");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct EventLoop<D = ()> {
+    poller: Box<dyn Poller>,
+    backend: Backend,
+    slots: Vec<Slot<D>>,
+    free_head: u32,
+    registered: usize,
+    /// fd number -> the registration that owns it (`NO_TOKEN` if none).
+    fd_tokens: Vec<Token>,
+    /// The poller's output, reused across polls.
+    polled: Vec<PollEvent>,
+    /// This batch's events, already turned into tokens: fds are looked up once,
+    /// right after the poll, so a number reused later in the batch cannot divert
+    /// an event to its new owner.
+    ready: Vec<(Token, Events)>,
+    timers: TimerQueue<Callback<D>>,
+    periodics: Vec<Periodic<D>>,
+    next_periodic: u64,
+    precision: Duration,
+    last_periodic: Instant,
+    periodic_asap: bool,
+    stopping: bool,
+    running: bool,
+    waker: Option<Waker>,
+}
+
+impl<D: 'static> EventLoop<D> {
+    /// A loop on the automatically chosen backend (see [`Backend::auto`]).
+    pub fn new() -> io::Result<Self> {
+        Builder::default().build()
+    }
+
+    /// A loop on the given backend.
+    pub fn with_backend(backend: Backend) -> io::Result<Self> {
+        Builder::default().backend(backend).build()
+    }
+
+    /// The backend this loop polls with.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// How many sources are registered (the loop's own wake-up source included).
+    pub fn len(&self) -> usize {
+        self.registered
+    }
+
+    /// True when no source is registered.
+    pub fn is_empty(&self) -> bool {
+        self.registered == 0
+    }
+
+    /// Register `source`, watched for `mode`, with `handler` for its events.
+    ///
+    /// The loop owns the source from now on: [`remove`](Self::remove) unregisters
+    /// it and then drops (closes) it, in that order. To keep using a socket
+    /// elsewhere too, register an `Rc<TcpStream>` and keep a clone.
+    ///
+    /// If the fd number is still registered under an older token, that older
+    /// source was closed behind the loop's back (two live owners of one fd cannot
+    /// exist in safe Rust): the stale registration is dropped with a warning and
+    /// the new one takes the number.
+    pub fn add<S, H>(&mut self, source: S, mode: Events, handler: H) -> io::Result<Token>
+    where
+        S: AsFd + 'static,
+        H: Handler<S, D>,
+    {
+        let fd = source.as_fd().as_raw_fd();
+        self.add_entry(fd, mode, TypeId::of::<S>(), Box::new(Registered { source, handler }))
+    }
+
+    fn add_entry(&mut self, fd: RawFd, mode: Events, source_type: TypeId, entry: BoxedEntry<D>) -> io::Result<Token> {
+        let fd_index = usize::try_from(fd).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{}: add fd {fd}: not a descriptor", self.backend))
+        })?;
+        if let Some(&old) = self.fd_tokens.get(fd_index)
+            && old != NO_TOKEN
+        {
+            log::warn!(
+                "{}: fd {fd} is registered as {old} but a new source has the same number: \
+                 the old one was closed without remove(); dropping its registration",
+                self.backend
+            );
+            self.drop_stale(old);
+        }
+        self.poller.register(fd, mode)?;
+        let index = if self.free_head != NO_FREE {
+            let index = self.free_head;
+            let slot = &mut self.slots[index as usize];
+            if let SlotState::Vacant { next_free } = slot.state {
+                self.free_head = next_free;
+            }
+            slot.fd = fd;
+            slot.mode = mode;
+            slot.source_type = source_type;
+            slot.state = SlotState::Idle(entry);
+            index
+        } else {
+            let index = u32::try_from(self.slots.len()).expect("fewer than 2^32 registrations");
+            self.slots.push(Slot { generation: 0, fd, mode, source_type, state: SlotState::Idle(entry) });
+            index
+        };
+        let token = Token { index, generation: self.slots[index as usize].generation };
+        if self.fd_tokens.len() <= fd_index {
+            self.fd_tokens.resize(fd_index + 1, NO_TOKEN);
+        }
+        self.fd_tokens[fd_index] = token;
+        self.registered += 1;
+        Ok(token)
+    }
+
+    fn slot_mut(&mut self, token: Token) -> io::Result<&mut Slot<D>> {
+        let backend = self.backend;
+        self.slots
+            .get_mut(token.index as usize)
+            .filter(|s| s.generation == token.generation && !matches!(s.state, SlotState::Vacant { .. }))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{backend}: {token} is not registered")))
+    }
+
+    /// Whether `token` names a live registration.
+    pub fn contains(&self, token: Token) -> bool {
+        self.slots
+            .get(token.index as usize)
+            .is_some_and(|s| s.generation == token.generation && !matches!(s.state, SlotState::Vacant { .. }))
+    }
+
+    /// The fd and mode of a live registration.
+    pub fn registration(&self, token: Token) -> Option<(RawFd, Events)> {
+        self.slots
+            .get(token.index as usize)
+            .filter(|s| s.generation == token.generation && !matches!(s.state, SlotState::Vacant { .. }))
+            .map(|s| (s.fd, s.mode))
+    }
+
+    /// Change the events a registration is watched for.
+    pub fn modify(&mut self, token: Token, mode: Events) -> io::Result<()> {
+        let slot = self.slot_mut(token)?;
+        if slot.mode == mode {
+            return Ok(());
+        }
+        let fd = slot.fd;
+        slot.mode = mode;
+        self.poller.modify(fd, mode)
+    }
+
+    /// Replace the handler of a registration, and its mode: the original's
+    /// `modify(sock, mode, handler)`. `S` must be the type the source was added
+    /// with. A handler may replace its own; the new one takes effect after it returns.
+    pub fn set_handler<S, H>(&mut self, token: Token, mode: Events, handler: H) -> io::Result<()>
+    where
+        S: AsFd + 'static,
+        H: Handler<S, D>,
+    {
+        let backend = self.backend;
+        let wrong_type = move || {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{backend}: {token}: its source is not a {}", std::any::type_name::<S>()),
+            )
+        };
+        let slot = self.slot_mut(token)?;
+        if slot.source_type != TypeId::of::<S>() {
+            return Err(wrong_type());
+        }
+        match &mut slot.state {
+            SlotState::Idle(_) => {
+                let SlotState::Idle(entry) = std::mem::replace(&mut slot.state, SlotState::Dispatching { replacement: None })
+                else {
+                    unreachable!()
+                };
+                let source = *entry.into_source().downcast::<S>().expect("source type checked above");
+                slot.state = SlotState::Idle(Box::new(Registered { source, handler }));
+            }
+            SlotState::Dispatching { replacement } => {
+                *replacement = Some(Box::new(move |source: Box<dyn Any>| -> BoxedEntry<D> {
+                    let source = *source.downcast::<S>().expect("source type checked by set_handler");
+                    Box::new(Registered { source, handler })
+                }));
+            }
+            SlotState::Vacant { .. } => unreachable!("slot_mut returns live slots"),
+        }
+        self.modify(token, mode)
+    }
+
+    /// The source of a registration that is not running its handler right now, if
+    /// it is an `S`: how a handler reaches the other socket of its connection.
+    pub fn source_mut<S: 'static>(&mut self, token: Token) -> Option<&mut S> {
+        match &mut self.slot_mut(token).ok()?.state {
+            SlotState::Idle(entry) => entry.source_mut().downcast_mut::<S>(),
+            _ => None,
+        }
+    }
+
+    /// Unregister a source, then drop (close) it. A handler may remove any
+    /// registration, its own included (its source is dropped when it returns).
+    /// Events already fetched for it are not delivered.
+    pub fn remove(&mut self, token: Token) -> io::Result<()> {
+        self.detach(token)?.map(drop);
+        Ok(())
+    }
+
+    /// Unregister a source and hand it back instead of closing it. `S` must be the
+    /// type it was added with. Fails for a registration whose handler is running.
+    pub fn take<S: 'static>(&mut self, token: Token) -> io::Result<S> {
+        let backend = self.backend;
+        let slot = self.slot_mut(token)?;
+        if slot.source_type != TypeId::of::<S>() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{backend}: {token}: its source is not a {}", std::any::type_name::<S>()),
+            ));
+        }
+        if !matches!(slot.state, SlotState::Idle(_)) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{backend}: {token}: cannot take the source of a running handler"),
+            ));
+        }
+        let entry = self.detach(token)?.expect("idle entries are returned");
+        Ok(*entry.into_source().downcast::<S>().expect("type checked above"))
+    }
+
+    /// Unregister and free the slot; returns the entry unless its handler is running.
+    /// A source whose fd turns out closed is forgotten, never closed again.
+    fn detach(&mut self, token: Token) -> io::Result<Option<BoxedEntry<D>>> {
+        let free_head = self.free_head;
+        let slot = self.slot_mut(token)?;
+        let fd = slot.fd;
+        let state = std::mem::replace(&mut slot.state, SlotState::Vacant { next_free: free_head });
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free_head = token.index;
+        self.registered -= 1;
+        if let Some(t) = self.fd_tokens.get_mut(fd as usize)
+            && *t == token
+        {
+            *t = NO_TOKEN;
+        }
+        let unregistered = self.poller.unregister(fd);
+        // epoll checks the fd in the kernel; the other backends keep their own
+        // tables and would happily "unregister" a closed number, so ask the kernel.
+        let closed = match &unregistered {
+            Err(err) => {
+                log::warn!("{}: {token} fd {fd}: {err}; its source is dropped without closing it", self.backend);
+                true
+            }
+            Ok(()) => self.backend != Backend::Epoll && !fd_is_open(fd),
+        };
+        match state {
+            SlotState::Idle(entry) if closed => {
+                entry.forget_source();
+                Ok(None)
+            }
+            SlotState::Idle(entry) => Ok(Some(entry)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Drop a registration whose fd was found closed (or reused), without closing it.
+    fn drop_stale(&mut self, token: Token) {
+        let free_head = self.free_head;
+        let Ok(slot) = self.slot_mut(token) else { return };
+        let fd = slot.fd;
+        let state = std::mem::replace(&mut slot.state, SlotState::Vacant { next_free: free_head });
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free_head = token.index;
+        self.registered -= 1;
+        if let Some(t) = self.fd_tokens.get_mut(fd as usize)
+            && *t == token
+        {
+            *t = NO_TOKEN;
+        }
+        // Best effort: epoll may still hold the entry if the file lives on in a dup.
+        let _ = self.poller.unregister(fd);
+        if let SlotState::Idle(entry) = state {
+            entry.forget_source();
+        }
+    }
+
+    /// Run `callback` once, `delay` from now (never earlier; millisecond precision).
+    pub fn add_timer<F>(&mut self, delay: Duration, callback: F) -> TimerId
+    where
+        F: FnMut(&mut Ctx<'_, D>) + 'static,
+    {
+        self.timers.insert(Instant::now() + delay, None, Box::new(callback))
+    }
+
+    /// Run `callback` every `interval` (at least 1 ms), first `interval` from now.
+    pub fn add_repeating_timer<F>(&mut self, interval: Duration, callback: F) -> TimerId
+    where
+        F: FnMut(&mut Ctx<'_, D>) + 'static,
+    {
+        self.timers.insert(Instant::now() + interval, Some(interval), Box::new(callback))
+    }
+
+    /// Cancel a timer; true if it was pending (or firing, and now won't repeat).
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        let pending = self.timers.contains(id);
+        self.timers.cancel(id);
+        pending
+    }
+
+    /// When a timer fires next, if it is pending.
+    pub fn timer_deadline(&self, id: TimerId) -> Option<Instant> {
+        self.timers.deadline(id)
+    }
+
+    /// How many timers are pending.
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Add a periodic callback: the original's sweep of idle connections. It runs
+    /// every `timeout_precision` (10 s by default) and as soon as possible after a
+    /// poll interrupted by a signal.
+    pub fn add_periodic<F>(&mut self, callback: F) -> PeriodicId
+    where
+        F: FnMut(&mut Ctx<'_, D>) + 'static,
+    {
+        let id = PeriodicId(self.next_periodic);
+        self.next_periodic += 1;
+        self.periodics.push(Periodic { id, callback: Some(Box::new(callback)) });
+        id
+    }
+
+    /// Remove a periodic callback; true if it existed.
+    pub fn remove_periodic(&mut self, id: PeriodicId) -> bool {
+        let before = self.periodics.len();
+        self.periodics.retain(|p| p.id != id);
+        self.periodics.len() != before
+    }
+
+    /// Ask [`run`](Self::run) to return after the current iteration.
+    pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    /// A handle that wakes or stops this loop from any thread (it registers the
+    /// loop's wake-up source on first use).
+    pub fn handle(&mut self) -> io::Result<LoopHandle> {
+        if let Some(waker) = &self.waker {
+            return Ok(waker.handle());
+        }
+        let (waker, reader) = Waker::new()?;
+        self.add(reader, crate::events::POLL_IN, |_cx: &mut Ctx<'_, D>, reader: &mut crate::waker::WakeReader, _, _| {
+            reader.drain()
+        })?;
+        let handle = waker.handle();
+        self.waker = Some(waker);
+        Ok(handle)
+    }
+
+    /// Deliver `signals` (`libc::SIGINT`, `libc::SIGTERM`, ...) to `handler` as loop
+    /// events, in the loop's thread. On Linux this uses a signalfd and blocks the
+    /// signals in the calling thread: call it before spawning threads (see
+    /// [`signal`](crate::signal)). Elsewhere it uses a self-pipe. Remove the
+    /// returned token to stop (and, on Linux, unblock the signals again).
+    ///
+    /// ```no_run
+    /// use evloop::EventLoop;
+    ///
+    /// let mut lp: EventLoop = EventLoop::new()?;
+    /// lp.add_signals(&[libc::SIGINT, libc::SIGTERM], |cx, signal| {
+    ///     log::info!("signal {signal}: shutting down");
+    ///     cx.lp.stop();
+    /// })?;
+    /// lp.run(&mut ())?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn add_signals<F>(&mut self, signals: &[Signal], handler: F) -> io::Result<Token>
+    where
+        F: FnMut(&mut Ctx<'_, D>, Signal) + 'static,
+    {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let source = crate::signal::SignalFd::new(signals)?;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let source = crate::signal::SelfPipe::new(signals)?;
+        self.add_signal_source(source, handler)
+    }
+
+    pub(crate) fn add_signal_source<S, F>(&mut self, source: S, mut handler: F) -> io::Result<Token>
+    where
+        S: SignalSource + 'static,
+        F: FnMut(&mut Ctx<'_, D>, Signal) + 'static,
+    {
+        let mut arrived = Vec::new();
+        self.add(source, crate::events::POLL_IN, move |cx: &mut Ctx<'_, D>, source: &mut S, _, _| {
+            arrived.clear();
+            source.read_signals(&mut arrived)?;
+            for &signal in &arrived {
+                handler(cx, signal);
+            }
+            Ok(())
+        })
+    }
+
+    /// Run until [`stop`](Self::stop) is called (from a callback or a
+    /// [`LoopHandle`]). Returns early only if the poller itself fails.
+    pub fn run(&mut self, data: &mut D) -> io::Result<()> {
+        self.stopping = false;
+        while !self.stopping {
+            self.run_once(None, data)?;
+            if let Some(waker) = &self.waker
+                && waker.take_stop()
+            {
+                break;
+            }
+        }
+        self.stopping = false;
+        Ok(())
+    }
+
+    /// One iteration: poll for at most `timeout` (`None`: until something happens
+    /// or a timer or periodic callback is due), dispatch the events, then fire due
+    /// timers and, when due, the periodic callbacks. Returns how many I/O events
+    /// were dispatched.
+    pub fn run_once(&mut self, timeout: Option<Duration>, data: &mut D) -> io::Result<usize> {
+        if self.running {
+            return Err(io::Error::other("the loop is already running: run_once called from inside a callback"));
+        }
+        self.running = true;
+        let result = self.iterate(timeout, data);
+        self.running = false;
+        result
+    }
+
+    fn iterate(&mut self, timeout: Option<Duration>, data: &mut D) -> io::Result<usize> {
+        let timeout = self.poll_timeout(timeout);
+        match self.poller.poll(timeout, &mut self.polled) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {
+                // A signal arrived: run the periodic callbacks as soon as possible, as
+                // the original does (it may have been the one asking for a sweep).
+                self.periodic_asap = true;
+                self.polled.clear();
+            }
+            Err(err) => return Err(err),
+        }
+        self.ready.clear();
+        for &(fd, events) in &self.polled {
+            let token = self.fd_tokens.get(fd as usize).copied().unwrap_or(NO_TOKEN);
+            if token != NO_TOKEN {
+                self.ready.push((token, events));
+            }
+        }
+        let dispatched = self.dispatch_ready(data);
+        self.fire_timers(data);
+        self.run_periodics_if_due(data);
+        Ok(dispatched)
+    }
+
+    fn poll_timeout(&mut self, timeout: Option<Duration>) -> Option<Duration> {
+        if self.stopping {
+            return Some(Duration::ZERO);
+        }
+        let mut deadline = self.timers.next_deadline();
+        if !self.periodics.is_empty() {
+            let due = if self.periodic_asap { Instant::now() } else { self.last_periodic + self.precision };
+            deadline = Some(deadline.map_or(due, |d| d.min(due)));
+        }
+        let until_deadline = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        match (timeout, until_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn dispatch_ready(&mut self, data: &mut D) -> usize {
+        let mut dispatched = 0;
+        let mut i = 0;
+        while i < self.ready.len() {
+            let (token, events) = self.ready[i];
+            i += 1;
+            let Some(slot) = self.slots.get_mut(token.index as usize) else { continue };
+            if slot.generation != token.generation {
+                continue; // removed earlier in this batch: a stale event
+            }
+            let entry = match std::mem::replace(&mut slot.state, SlotState::Dispatching { replacement: None }) {
+                SlotState::Idle(entry) => entry,
+                other => {
+                    slot.state = other;
+                    continue;
+                }
+            };
+            let fd = slot.fd;
+            dispatched += 1;
+            let mut entry = entry;
+            let result = entry.dispatch(&mut Ctx { lp: self, data }, token, events);
+            if let Err(err) = result {
+                log::error!("{}: handler for fd {fd} ({token}) failed on {events}: {err}", self.backend);
+            }
+            self.put_back(token, entry, events);
+        }
+        dispatched
+    }
+
+    fn put_back(&mut self, token: Token, entry: BoxedEntry<D>, events: Events) {
+        let slot = &mut self.slots[token.index as usize];
+        if slot.generation != token.generation {
+            // The handler removed its own registration: now its source may close.
+            drop(entry);
+            return;
+        }
+        let SlotState::Dispatching { replacement } = std::mem::replace(&mut slot.state, SlotState::Vacant { next_free: 0 })
+        else {
+            unreachable!("a live slot stays dispatching while its entry is out")
+        };
+        slot.state = SlotState::Idle(match replacement {
+            Some(replace) => replace(entry.into_source()),
+            None => entry,
+        });
+        if events.contains(POLL_NVAL) {
+            let fd = slot.fd;
+            log::warn!("{}: fd {fd} ({token}) was closed without remove(); dropping its registration", self.backend);
+            self.drop_stale(token);
+        }
+    }
+
+    fn fire_timers(&mut self, data: &mut D) {
+        if self.timers.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let round = self.timers.round();
+        while let Some((id, mut callback)) = self.timers.pop_expired(now, round) {
+            callback(&mut Ctx { lp: self, data });
+            self.timers.finish(id, callback, now);
+        }
+    }
+
+    fn run_periodics_if_due(&mut self, data: &mut D) {
+        if self.periodics.is_empty() {
+            self.periodic_asap = false;
+            return;
+        }
+        let now = Instant::now();
+        if !self.periodic_asap && now.duration_since(self.last_periodic) < self.precision {
+            return;
+        }
+        self.periodic_asap = false;
+        self.last_periodic = now;
+        // Callbacks may add or remove periodics (themselves included): walk a snapshot.
+        let ids: Vec<PeriodicId> = self.periodics.iter().map(|p| p.id).collect();
+        for id in ids {
+            let Some(mut callback) = self.periodics.iter_mut().find(|p| p.id == id).and_then(|p| p.callback.take())
+            else {
+                continue;
+            };
+            callback(&mut Ctx { lp: self, data });
+            if let Some(p) = self.periodics.iter_mut().find(|p| p.id == id) {
+                p.callback = Some(callback);
+            }
+        }
+    }
+}
+
+impl<D> fmt::Debug for EventLoop<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("backend", &self.backend)
+            .field("registered", &self.registered)
+            .field("timers", &self.timers.len())
+            .field("periodics", &self.periodics.len())
+            .finish()
+    }
+}
+
+/// Read and clear a socket's pending error (`SO_ERROR`): the original's
+/// `get_sock_error`. `Ok(None)` when there is none.
+pub fn get_sock_error(sock: &impl AsFd) -> io::Result<Option<io::Error>> {
+    socket2::SockRef::from(sock).take_error()
+}

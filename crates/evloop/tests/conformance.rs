@@ -1,0 +1,755 @@
+//! The conformance suite: every case runs on every backend this machine has
+//! (`epoll::…`, `poll::…`, `select::…` in the test names), through the loop.
+//!
+//! Sockets are on loopback or socket pairs only.
+
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use evloop::{
+    Backend, Builder, Ctx, EventLoop, Events, POLL_ERR, POLL_HUP, POLL_IN, POLL_NULL, POLL_NVAL, POLL_OUT, PollerError, Token,
+    get_sock_error,
+};
+
+/// Tests that hold thousands of descriptors take turns, so that together they stay
+/// under RLIMIT_NOFILE.
+static MANY_FDS: Mutex<()> = Mutex::new(());
+
+/// Events seen by handlers, in order: (which handler, events).
+type Log = Rc<RefCell<Vec<(&'static str, Events)>>>;
+
+fn new_loop<D: 'static>(backend: Backend) -> EventLoop<D> {
+    let _ = env_logger::builder().is_test(true).try_init();
+    EventLoop::with_backend(backend).unwrap_or_else(|e| panic!("{backend}: {e}"))
+}
+
+/// A handler that records its events and does nothing else.
+fn recorder<S: 'static>(
+    log: &Log,
+    name: &'static str,
+) -> impl FnMut(&mut Ctx<'_, ()>, &mut S, Token, Events) -> io::Result<()> + 'static {
+    let log = Rc::clone(log);
+    move |_cx, _source, _token, events| {
+        log.borrow_mut().push((name, events));
+        Ok(())
+    }
+}
+
+fn names(log: &Log) -> Vec<&'static str> {
+    log.borrow().iter().map(|(n, _)| *n).collect()
+}
+
+fn turn(lp: &mut EventLoop, timeout_ms: u64) -> usize {
+    lp.run_once(Some(Duration::from_millis(timeout_ms)), &mut ()).expect("run_once")
+}
+
+fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
+/// A loopback address nothing listens on.
+fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+fn raise_fd_limit(needed: u64) {
+    let (soft, hard) = rlimit::Resource::NOFILE.get().unwrap();
+    if soft < needed {
+        assert!(hard >= needed, "this test needs RLIMIT_NOFILE >= {needed}; the hard limit is {hard}");
+        rlimit::Resource::NOFILE.set(needed.max(soft), hard).unwrap();
+    }
+}
+
+mod cases {
+    use super::*;
+
+    pub fn readable_when_data_arrives(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let log: Log = Default::default();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        lp.add(a, POLL_IN, recorder(&log, "a")).unwrap();
+        assert_eq!(turn(&mut lp, 0), 0, "nothing is readable yet");
+        b.write_all(b"x").unwrap();
+        assert_eq!(turn(&mut lp, 1000), 1);
+        assert_eq!(*log.borrow(), [("a", POLL_IN)]);
+    }
+
+    pub fn writable_when_buffer_has_room(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let log: Log = Default::default();
+        let (a, _b) = UnixStream::pair().unwrap();
+        lp.add(a, POLL_OUT, recorder(&log, "a")).unwrap();
+        turn(&mut lp, 1000);
+        assert_eq!(*log.borrow(), [("a", POLL_OUT)]);
+    }
+
+    pub fn read_and_write_merge_into_one_event(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let log: Log = Default::default();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(b"x").unwrap();
+        lp.add(a, POLL_IN | POLL_OUT, recorder(&log, "a")).unwrap();
+        assert_eq!(turn(&mut lp, 1000), 1);
+        assert_eq!(*log.borrow(), [("a", POLL_IN | POLL_OUT)]);
+    }
+
+    pub fn listener_is_readable_on_pending_accept(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let accepted = Rc::new(RefCell::new(0));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = Rc::clone(&accepted);
+        lp.add(listener, POLL_IN, move |_cx: &mut Ctx, l: &mut TcpListener, _, events: Events| {
+            assert!(events.is_readable());
+            l.accept()?;
+            *count.borrow_mut() += 1;
+            Ok(())
+        })
+        .unwrap();
+        let _client = TcpStream::connect(addr).unwrap();
+        turn(&mut lp, 1000);
+        assert_eq!(*accepted.borrow(), 1);
+    }
+
+    pub fn nonblocking_connect_completes_with_pollout(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        match sock.connect(&listener.local_addr().unwrap().into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => panic!("connect: {e}"),
+        }
+        let result: Rc<RefCell<Option<(Events, Option<io::Error>)>>> = Default::default();
+        let out = Rc::clone(&result);
+        lp.add(sock, POLL_OUT | POLL_ERR, move |cx: &mut Ctx, s: &mut socket2::Socket, token, events| {
+            *out.borrow_mut() = Some((events, get_sock_error(s)?));
+            cx.lp.remove(token)
+        })
+        .unwrap();
+        turn(&mut lp, 2000);
+        let (events, error) = result.borrow_mut().take().expect("connect completion reported");
+        assert!(events.is_writable(), "{events}");
+        assert!(error.is_none(), "{error:?}");
+        assert!(lp.is_empty());
+    }
+
+    pub fn refused_connect_reports_the_error(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        match sock.connect(&closed_port().into()) {
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return, // refused synchronously
+            other => panic!("connect to a closed port: {other:?}"),
+        }
+        let result: Rc<RefCell<Option<(Events, Option<io::Error>)>>> = Default::default();
+        let out = Rc::clone(&result);
+        lp.add(sock, POLL_OUT | POLL_ERR, move |cx: &mut Ctx, s: &mut socket2::Socket, token, events| {
+            *out.borrow_mut() = Some((events, get_sock_error(s)?));
+            cx.lp.remove(token)
+        })
+        .unwrap();
+        turn(&mut lp, 2000);
+        let (events, error) = result.borrow_mut().take().expect("connect failure reported");
+        // select sees the failure only as writability; the others flag POLL_ERR.
+        if backend != Backend::Select {
+            assert!(events.is_error(), "{events}");
+        }
+        assert_eq!(error.map(|e| e.kind()), Some(io::ErrorKind::ConnectionRefused));
+    }
+
+    pub fn hangup_is_reported_when_peer_closes(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let log: Log = Default::default();
+        let (a, b) = UnixStream::pair().unwrap();
+        // Watch for nothing: errors and hang-ups must arrive anyway (except on
+        // select, which sees a hang-up only as readability, so it watches POLL_IN).
+        let mode = if backend == Backend::Select { POLL_IN } else { POLL_NULL };
+        let token = lp.add(a, mode, recorder(&log, "a")).unwrap();
+        drop(b);
+        turn(&mut lp, 1000);
+        let events = log.borrow().first().map(|(_, e)| *e).expect("hang-up reported");
+        if backend == Backend::Select {
+            assert!(events.is_readable(), "{events}");
+        } else {
+            assert!(events.is_hup(), "{events}");
+        }
+        lp.remove(token).unwrap();
+    }
+
+    pub fn reset_is_reported_as_error(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let log: Log = Default::default();
+        let (client, server) = tcp_pair();
+        let mode = if backend == Backend::Select { POLL_IN } else { POLL_NULL };
+        lp.add(client, mode, recorder(&log, "client")).unwrap();
+        // Linger 0 turns close into an RST.
+        socket2::SockRef::from(&server).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(server);
+        turn(&mut lp, 1000);
+        let events = log.borrow().first().map(|(_, e)| *e).expect("reset reported");
+        if backend == Backend::Select {
+            assert!(events.is_readable(), "{events}");
+        } else {
+            assert!(events.contains(POLL_ERR | POLL_HUP), "{events}");
+        }
+    }
+
+    pub fn undrained_socket_is_reported_again(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let log: Log = Default::default();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        lp.add(a, POLL_IN, recorder(&log, "a")).unwrap();
+        b.write_all(b"not read").unwrap();
+        for _ in 0..3 {
+            assert_eq!(turn(&mut lp, 1000), 1);
+        }
+        assert_eq!(names(&log), ["a", "a", "a"]);
+    }
+
+    pub fn modify_changes_what_is_reported(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let log: Log = Default::default();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(b"x").unwrap();
+        let token = lp.add(a, POLL_IN, recorder(&log, "a")).unwrap();
+        turn(&mut lp, 1000);
+        lp.modify(token, POLL_OUT).unwrap();
+        turn(&mut lp, 1000);
+        lp.modify(token, POLL_NULL).unwrap();
+        assert_eq!(turn(&mut lp, 20), 0, "POLL_NULL watches only errors and hang-ups");
+        assert_eq!(*log.borrow(), [("a", POLL_IN), ("a", POLL_OUT)]);
+        assert_eq!(lp.registration(token).map(|(_, mode)| mode), Some(POLL_NULL));
+    }
+
+    pub fn handler_removes_itself(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let calls = Rc::new(RefCell::new(0));
+        let c = Rc::clone(&calls);
+        lp.add(a, POLL_IN, move |cx: &mut Ctx, a: &mut UnixStream, token, _| {
+            *c.borrow_mut() += 1;
+            a.read_exact(&mut [0u8; 1])?; // closing with unread data would send a reset
+            cx.lp.remove(token)
+        })
+        .unwrap();
+        b.write_all(b"x").unwrap();
+        turn(&mut lp, 1000);
+        turn(&mut lp, 20);
+        assert_eq!(*calls.borrow(), 1);
+        assert!(lp.is_empty());
+        // The loop closed the socket after unregistering it: the peer sees EOF.
+        let mut buf = [0u8; 1];
+        assert_eq!(b.read(&mut buf).unwrap(), 0);
+    }
+
+    /// Two registrations ready in the same batch: whichever runs first removes the
+    /// other, whose already-fetched event must then not be delivered.
+    pub fn handler_removes_another_ready_in_same_batch(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let log: Log = Default::default();
+        let tokens: Rc<RefCell<Vec<Token>>> = Default::default();
+        let mut peers = Vec::new();
+        for name in ["first", "second"] {
+            let (a, mut b) = UnixStream::pair().unwrap();
+            b.write_all(b"x").unwrap();
+            peers.push(b);
+            let (log, all) = (Rc::clone(&log), Rc::clone(&tokens));
+            let token = lp
+                .add(a, POLL_IN, move |cx: &mut Ctx, _: &mut UnixStream, me: Token, events| {
+                    log.borrow_mut().push((name, events));
+                    for other in all.borrow().iter().filter(|&&t| t != me) {
+                        cx.lp.remove(*other)?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            tokens.borrow_mut().push(token);
+        }
+        assert_eq!(turn(&mut lp, 1000), 1, "the removed registration's event was dropped");
+        assert_eq!(log.borrow().len(), 1);
+        assert_eq!(lp.len(), 1);
+    }
+
+    /// The original's weakness: handler A's socket is closed and a new socket gets
+    /// the same fd number in the same batch; A's stale event must reach no one.
+    pub fn fd_reused_within_batch_gets_no_stale_event(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let log: Log = Default::default();
+        let tokens: Rc<RefCell<Vec<(Token, RawFd)>>> = Default::default();
+        let reused = Rc::new(RefCell::new(false));
+        let mut peers = Vec::new();
+        // Each of two ready registrations, if it runs first, removes the other and
+        // opens sockets until one lands on the other's old fd number, registering it.
+        for name in ["a", "b"] {
+            let (s, mut peer) = UnixStream::pair().unwrap();
+            peer.write_all(b"x").unwrap();
+            peers.push(peer);
+            let fd = s.as_raw_fd();
+            let (log, all, reused) = (Rc::clone(&log), Rc::clone(&tokens), Rc::clone(&reused));
+            let token = lp
+                .add(s, POLL_IN, move |cx: &mut Ctx, _: &mut UnixStream, me: Token, events| {
+                    log.borrow_mut().push((name, events));
+                    let Some(&(other, other_fd)) = all.borrow().iter().find(|(t, _)| *t != me) else {
+                        return Ok(());
+                    };
+                    if !cx.lp.contains(other) {
+                        return Ok(());
+                    }
+                    cx.lp.remove(other)?;
+                    let mut spare = Vec::new();
+                    for _ in 0..64 {
+                        let (x, y) = UnixStream::pair()?;
+                        if x.as_raw_fd() == other_fd || y.as_raw_fd() == other_fd {
+                            let (mine, keep) = if x.as_raw_fd() == other_fd { (x, y) } else { (y, x) };
+                            // Make the newcomer readable too, so that a stale event
+                            // would be indistinguishable from a real one.
+                            (&keep).write_all(b"y")?;
+                            spare.push(keep);
+                            cx.lp.add(mine, POLL_IN, recorder(&log, "newcomer"))?;
+                            *reused.borrow_mut() = true;
+                            break;
+                        }
+                        spare.push(x);
+                        spare.push(y);
+                    }
+                    std::mem::forget(spare); // keep the peers open for the rest of the test
+                    Ok(())
+                })
+                .unwrap();
+            tokens.borrow_mut().push((token, fd));
+        }
+        turn(&mut lp, 1000);
+        assert!(*reused.borrow(), "the fd number was not reused; the test proved nothing");
+        assert_eq!(log.borrow().len(), 1, "stale event delivered: {:?}", log.borrow());
+        // The newcomer gets its own events from the next poll on.
+        turn(&mut lp, 1000);
+        assert!(names(&log).contains(&"newcomer"), "{:?}", log.borrow());
+    }
+
+    pub fn thousands_of_registered_fds(backend: Backend) {
+        let _guard = MANY_FDS.lock().unwrap_or_else(|e| e.into_inner());
+        const IDLE: usize = 10_000;
+        raise_fd_limit(IDLE as u64 + 200);
+        let mut lp = new_loop(backend);
+        let log: Log = Default::default();
+        let mut refused = 0;
+        for _ in 0..IDLE {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let fd = sock.as_raw_fd();
+            match lp.add(sock, POLL_IN, recorder(&log, "idle")) {
+                Ok(_) => {}
+                Err(e) if backend == Backend::Select && fd >= libc::FD_SETSIZE as RawFd => {
+                    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+                    assert!(e.to_string().contains("FD_SETSIZE"), "{e}");
+                    refused += 1;
+                }
+                Err(e) => panic!("registering fd {fd}: {e}"),
+            }
+        }
+        if backend == Backend::Select {
+            assert!(refused > 0 && lp.len() < libc::FD_SETSIZE, "select must refuse fds >= FD_SETSIZE");
+        } else {
+            assert_eq!(lp.len(), IDLE);
+        }
+        // An active socket among them is still found, and only it.
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let active = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let active_addr = active.local_addr().unwrap();
+        let active_fd = active.as_raw_fd();
+        if backend == Backend::Select && active_fd >= libc::FD_SETSIZE as RawFd {
+            return; // no room below FD_SETSIZE left; the refusals above are the point
+        }
+        lp.add(active, POLL_IN, recorder(&log, "active")).unwrap();
+        sender.send_to(b"ping", active_addr).unwrap();
+        assert_eq!(turn(&mut lp, 1000), 1);
+        assert_eq!(names(&log), ["active"]);
+    }
+
+    pub fn select_refuses_fd_at_or_above_fd_setsize(backend: Backend) {
+        let _guard = MANY_FDS.lock().unwrap_or_else(|e| e.into_inner());
+        raise_fd_limit(libc::FD_SETSIZE as u64 + 200);
+        let mut lp = new_loop(backend);
+        let mut held = Vec::new();
+        let high = loop {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            if sock.as_raw_fd() >= libc::FD_SETSIZE as RawFd {
+                break sock;
+            }
+            held.push(sock);
+            assert!(held.len() < 2 * libc::FD_SETSIZE, "could not reach FD_SETSIZE");
+        };
+        let fd = high.as_raw_fd();
+        match lp.add(high, POLL_IN, |_: &mut Ctx, _: &mut UdpSocket, _, _| Ok(())) {
+            Err(e) if backend == Backend::Select => {
+                assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+                let inner = PollerError::of(&e).expect("a PollerError inside");
+                assert_eq!((inner.backend, inner.fd), (Backend::Select, Some(fd)));
+                assert!(lp.is_empty());
+            }
+            Ok(_) if backend != Backend::Select => {}
+            other => panic!("{backend}: registering fd {fd}: {other:?}"),
+        }
+        // The loop still works after the refusal.
+        let log: Log = Default::default();
+        drop(held);
+        let (a, mut b) = UnixStream::pair().unwrap();
+        lp.add(a, POLL_IN, recorder(&log, "a")).unwrap();
+        b.write_all(b"x").unwrap();
+        turn(&mut lp, 1000);
+        assert_eq!(names(&log), ["a"]);
+    }
+
+    pub fn poller_errors_are_the_same_everywhere(backend: Backend) {
+        let mut poller = backend.open().unwrap();
+        let (a, _b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        poller.register(fd, POLL_IN).unwrap();
+        let kind = |r: io::Result<()>| r.map_err(|e| e.kind()).err();
+        assert_eq!(kind(poller.register(fd, POLL_IN)), Some(io::ErrorKind::AlreadyExists));
+        poller.unregister(fd).unwrap();
+        assert_eq!(kind(poller.unregister(fd)), Some(io::ErrorKind::NotFound));
+        assert_eq!(kind(poller.modify(fd, POLL_OUT)), Some(io::ErrorKind::NotFound));
+        let closed = UnixStream::pair().unwrap().0.into_raw_fd();
+        // SAFETY: we own `closed` (into_raw_fd) and close it once; it is then unused.
+        unsafe { libc::close(closed) };
+        let err = poller.register(closed, POLL_IN).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        let inner = PollerError::of(&err).expect("a PollerError inside");
+        assert_eq!((inner.backend, inner.fd, inner.op), (backend, Some(closed), "register"));
+    }
+
+    /// Closing a registered fd without `remove` must not panic, spin, or disturb
+    /// the other registrations; the stale registration is dropped with a warning.
+    pub fn fd_closed_behind_loops_back_is_dropped(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let log: Log = Default::default();
+        let (victim, _victim_peer) = UnixStream::pair().unwrap();
+        let victim_fd = victim.into_raw_fd();
+        // SAFETY: the fd stays open until the close below; after it, the loop holds a
+        // dangling number, which is exactly the misuse under test.
+        let borrowed: BorrowedFd<'static> = unsafe { BorrowedFd::borrow_raw(victim_fd) };
+        let stale = lp.add(borrowed, POLL_IN, recorder(&log, "victim")).unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        lp.add(a, POLL_IN, recorder(&log, "other")).unwrap();
+        // SAFETY: we own victim_fd (into_raw_fd) and close it exactly once.
+        unsafe { libc::close(victim_fd) };
+        // Take the freed number back at once, before a parallel test can: epoll only
+        // notices a closed fd when its number comes back.
+        let mut held = Vec::new();
+        let reuse = loop {
+            let (x, y) = UnixStream::pair().unwrap();
+            held.push(y);
+            if x.as_raw_fd() == victim_fd {
+                break x;
+            }
+            held.push(x);
+            assert!(held.len() < 128, "fd {victim_fd} was not handed out again");
+        };
+        for _ in 0..3 {
+            turn(&mut lp, 20);
+        }
+        match backend {
+            // poll and select see the closed fd: the handler is told, then it is dropped.
+            Backend::Poll | Backend::Select => {
+                assert_eq!(*log.borrow(), [("victim", POLL_NVAL)]);
+                assert!(!lp.contains(stale));
+                drop(reuse);
+            }
+            // epoll forgets a closed file silently; the loop notices when the number is reused.
+            _ => {
+                assert!(log.borrow().is_empty());
+                lp.add(reuse, POLL_IN, recorder(&log, "reuse")).unwrap();
+                assert!(!lp.contains(stale));
+            }
+        }
+        // No spin: an idle poll waits its full timeout.
+        log.borrow_mut().clear();
+        let start = Instant::now();
+        assert_eq!(turn(&mut lp, 50), 0);
+        assert!(start.elapsed() >= Duration::from_millis(45), "poll returned early: {:?}", start.elapsed());
+        // The other registration still works.
+        b.write_all(b"x").unwrap();
+        turn(&mut lp, 1000);
+        assert_eq!(names(&log), ["other"]);
+    }
+
+    pub fn handler_error_is_logged_and_loop_goes_on(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let log: Log = Default::default();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let (c, mut d) = UnixStream::pair().unwrap();
+        lp.add(a, POLL_IN, |_: &mut Ctx, _: &mut UnixStream, _, _| Err(io::Error::other("boom"))).unwrap();
+        lp.add(c, POLL_IN, recorder(&log, "c")).unwrap();
+        b.write_all(b"x").unwrap();
+        d.write_all(b"x").unwrap();
+        assert_eq!(turn(&mut lp, 1000), 2);
+        assert_eq!(names(&log), ["c"]);
+        assert_eq!(lp.len(), 2, "a failing handler keeps its registration");
+    }
+
+    pub fn handler_replaces_its_own_handler(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let log: Log = Default::default();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let log2 = Rc::clone(&log);
+        lp.add(a, POLL_IN, move |cx: &mut Ctx, _: &mut UnixStream, me, events| {
+            log2.borrow_mut().push(("first", events));
+            cx.lp.set_handler::<UnixStream, _>(me, POLL_OUT, recorder(&log2, "second"))
+        })
+        .unwrap();
+        b.write_all(b"x").unwrap();
+        turn(&mut lp, 1000);
+        turn(&mut lp, 1000);
+        assert_eq!(*log.borrow(), [("first", POLL_IN), ("second", POLL_OUT)]);
+    }
+
+    pub fn take_returns_the_source_open(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let token = lp.add(a, POLL_IN, |_: &mut Ctx, _: &mut UnixStream, _, _| Ok(())).unwrap();
+        assert!(lp.take::<TcpStream>(token).is_err(), "wrong type refused");
+        let mut a: UnixStream = lp.take(token).unwrap();
+        assert!(lp.is_empty());
+        b.write_all(b"still open").unwrap();
+        let mut buf = [0u8; 10];
+        a.read_exact(&mut buf).unwrap();
+        assert_eq!(lp.remove(token).unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
+
+    pub fn run_once_inside_a_handler_is_refused(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let refused = Rc::new(RefCell::new(false));
+        let r = Rc::clone(&refused);
+        lp.add(a, POLL_IN, move |cx: &mut Ctx, _: &mut UnixStream, token, _| {
+            *r.borrow_mut() = cx.lp.run_once(Some(Duration::ZERO), &mut ()).is_err();
+            cx.lp.remove(token)
+        })
+        .unwrap();
+        b.write_all(b"x").unwrap();
+        turn(&mut lp, 1000);
+        assert!(*refused.borrow());
+    }
+
+    pub fn timers_fire_in_order_and_never_early(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let fired: Rc<RefCell<Vec<(u64, Duration)>>> = Default::default();
+        let start = Instant::now();
+        for ms in [30u64, 10, 20, 1] {
+            let fired = Rc::clone(&fired);
+            lp.add_timer(Duration::from_millis(ms), move |_| fired.borrow_mut().push((ms, start.elapsed())));
+        }
+        let cancelled = lp.add_timer(Duration::from_millis(15), |_| panic!("a cancelled timer fired"));
+        assert!(lp.cancel_timer(cancelled));
+        while fired.borrow().len() < 4 {
+            assert!(start.elapsed() < Duration::from_secs(5), "timers did not fire");
+            lp.run_once(None, &mut ()).unwrap();
+        }
+        let fired = fired.borrow();
+        assert_eq!(fired.iter().map(|f| f.0).collect::<Vec<_>>(), [1, 10, 20, 30]);
+        for &(ms, at) in fired.iter() {
+            assert!(at >= Duration::from_millis(ms), "timer of {ms} ms fired early, at {at:?}");
+        }
+        assert_eq!(lp.timer_count(), 0);
+    }
+
+    pub fn repeating_timer_repeats_until_cancelled(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let count = Rc::new(RefCell::new(0));
+        let c = Rc::clone(&count);
+        let start = Instant::now();
+        lp.add_repeating_timer(Duration::from_millis(5), move |cx| {
+            *c.borrow_mut() += 1;
+            if *c.borrow() == 3 {
+                cx.lp.stop();
+            }
+        });
+        lp.run(&mut ()).unwrap();
+        assert_eq!(*count.borrow(), 3);
+        assert!(start.elapsed() >= Duration::from_millis(15));
+        assert_eq!(lp.timer_count(), 1, "still armed until cancelled");
+    }
+
+    pub fn periodic_callbacks_run_every_precision(backend: Backend) {
+        let mut lp: EventLoop =
+            Builder::new().backend(backend).timeout_precision(Duration::from_millis(20)).build().unwrap();
+        let runs = Rc::new(RefCell::new(Vec::new()));
+        let r = Rc::clone(&runs);
+        let start = Instant::now();
+        let id = lp.add_periodic(move |_| r.borrow_mut().push(start.elapsed()));
+        while runs.borrow().len() < 3 {
+            assert!(start.elapsed() < Duration::from_secs(5));
+            lp.run_once(None, &mut ()).unwrap();
+        }
+        let runs = runs.borrow().clone();
+        for (i, at) in runs.iter().enumerate() {
+            assert!(*at >= Duration::from_millis(20 * (i as u64 + 1)), "run {i} early at {at:?}");
+        }
+        assert!(lp.remove_periodic(id));
+        assert!(!lp.remove_periodic(id));
+    }
+
+    /// The original runs the periodic sweep as soon as possible after a poll
+    /// interrupted by a signal (EINTR), not only every TIMEOUT_PRECISION.
+    pub fn periodic_runs_right_after_eintr(backend: Backend) {
+        let flag = std::sync::Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGURG, std::sync::Arc::clone(&flag)).unwrap();
+        let mut lp: EventLoop =
+            Builder::new().backend(backend).timeout_precision(Duration::from_secs(3600)).build().unwrap();
+        let ran = Rc::new(RefCell::new(false));
+        let r = Rc::clone(&ran);
+        lp.add_periodic(move |cx| {
+            *r.borrow_mut() = true;
+            cx.lp.stop();
+        });
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() } as usize;
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            // SAFETY: `me` is the test thread, alive until it joins this thread.
+            unsafe { libc::pthread_kill(me as libc::pthread_t, libc::SIGURG) };
+        });
+        let start = Instant::now();
+        lp.run_once(Some(Duration::from_secs(5)), &mut ()).unwrap();
+        killer.join().unwrap();
+        assert!(flag.load(Ordering::SeqCst), "the signal was delivered");
+        assert!(*ran.borrow(), "the periodic callback ran right after EINTR");
+        assert!(start.elapsed() < Duration::from_secs(2), "the poll was not interrupted");
+    }
+
+    pub fn cross_thread_stop_wakes_a_blocked_poll(backend: Backend) {
+        let mut lp: EventLoop = new_loop(backend);
+        let handle = lp.handle().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            tx.send(Instant::now()).unwrap();
+            handle.stop();
+        });
+        lp.run(&mut ()).unwrap(); // no timers, no periodics: blocks with no timeout
+        let returned = Instant::now();
+        let stopped_at = rx.recv().unwrap();
+        stopper.join().unwrap();
+        let latency = returned - stopped_at;
+        assert!(latency < Duration::from_millis(100), "stop took {latency:?}");
+    }
+
+    pub fn signals_arrive_as_loop_events(backend: Backend) {
+        let mut lp: EventLoop<Vec<i32>> = new_loop(backend);
+        let token = lp
+            .add_signals(&[libc::SIGUSR2, libc::SIGWINCH], |cx, signal| {
+                cx.data.push(signal);
+                if cx.data.len() == 2 {
+                    cx.lp.stop();
+                }
+            })
+            .unwrap();
+        // SAFETY: raise has no preconditions; the signals are handled by the loop's source.
+        unsafe {
+            libc::raise(libc::SIGUSR2);
+            libc::raise(libc::SIGWINCH);
+        }
+        let mut got = Vec::new();
+        lp.run(&mut got).unwrap();
+        got.sort();
+        let mut want = vec![libc::SIGUSR2, libc::SIGWINCH];
+        want.sort();
+        assert_eq!(got, want);
+        lp.remove(token).unwrap();
+    }
+
+    /// One relay connection owns two sockets: a handler reaches the other through
+    /// `source_mut`, the shape the proxy is built on.
+    pub fn handler_reaches_its_peer_socket(backend: Backend) {
+        let mut lp: EventLoop<Option<Token>> = new_loop(backend);
+        let (a, mut a_peer) = UnixStream::pair().unwrap();
+        let (b, mut b_peer) = UnixStream::pair().unwrap();
+        let mut peer_token =
+            Some(lp.add(b, POLL_NULL, |_: &mut Ctx<Option<Token>>, _: &mut UnixStream, _, _| Ok(())).unwrap());
+        lp.add(a, POLL_IN, |cx: &mut Ctx<Option<Token>>, a: &mut UnixStream, _, _| {
+            let mut buf = [0u8; 16];
+            let n = a.read(&mut buf)?;
+            let peer = cx.data.expect("peer registered");
+            let b = cx.lp.source_mut::<UnixStream>(peer).expect("peer socket");
+            b.write_all(&buf[..n])?;
+            cx.lp.stop();
+            Ok(())
+        })
+        .unwrap();
+        a_peer.write_all(b"relay").unwrap();
+        lp.run(&mut peer_token).unwrap();
+        let mut buf = [0u8; 5];
+        b_peer.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"relay");
+    }
+}
+
+/// Generates one test module per backend, each running every case.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        conformance!(@backend epoll, Epoll, $($case),*);
+        conformance!(@backend poll, Poll, $($case),*);
+        conformance!(@backend select, Select, $($case),*);
+    };
+    (@backend $module:ident, $backend:ident, $($case:ident),*) => {
+        mod $module {
+            $(
+                #[test]
+                fn $case() {
+                    let backend = evloop::Backend::$backend;
+                    if !backend.is_available() {
+                        eprintln!("{backend} does not exist on this platform: {} not run", stringify!($case));
+                        return;
+                    }
+                    super::cases::$case(backend)
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    readable_when_data_arrives,
+    writable_when_buffer_has_room,
+    read_and_write_merge_into_one_event,
+    listener_is_readable_on_pending_accept,
+    nonblocking_connect_completes_with_pollout,
+    refused_connect_reports_the_error,
+    hangup_is_reported_when_peer_closes,
+    reset_is_reported_as_error,
+    undrained_socket_is_reported_again,
+    modify_changes_what_is_reported,
+    handler_removes_itself,
+    handler_removes_another_ready_in_same_batch,
+    fd_reused_within_batch_gets_no_stale_event,
+    thousands_of_registered_fds,
+    select_refuses_fd_at_or_above_fd_setsize,
+    poller_errors_are_the_same_everywhere,
+    fd_closed_behind_loops_back_is_dropped,
+    handler_error_is_logged_and_loop_goes_on,
+    handler_replaces_its_own_handler,
+    take_returns_the_source_open,
+    run_once_inside_a_handler_is_refused,
+    timers_fire_in_order_and_never_early,
+    repeating_timer_repeats_until_cancelled,
+    periodic_callbacks_run_every_precision,
+    periodic_runs_right_after_eintr,
+    cross_thread_stop_wakes_a_blocked_poll,
+    signals_arrive_as_loop_events,
+    handler_reaches_its_peer_socket,
+);
