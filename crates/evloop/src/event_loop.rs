@@ -56,25 +56,15 @@ pub struct Ctx<'a, D = ()> {
     pub data: &'a mut D,
 }
 
-/// A handler for events on one registered source: the original's
-/// `handle_event(sock, fd, event)`. Any `FnMut(&mut Ctx<D>, &mut S, Token, Events)
-/// -> io::Result<()>` closure is one.
+/// What a handler is: a closure (or fn) called for the events on one registered
+/// source, the original's `handle_event(sock, fd, event)`. It gets the loop and
+/// data, its source, its token and the events.
 ///
-/// An error returned here is logged with the fd and the events, and the loop goes
-/// on with the next event, as the original does. A panic is not caught.
-pub trait Handler<S, D>: 'static {
-    /// Handle `events` that happened on `source`, registered as `token`.
-    fn handle_event(&mut self, cx: &mut Ctx<'_, D>, source: &mut S, token: Token, events: Events) -> io::Result<()>;
-}
+/// An error returned by a handler is logged with the fd and the events, and the
+/// loop goes on with the next event, as the original does. A panic is not caught.
+pub trait Handler<S, D>: FnMut(&mut Ctx<'_, D>, &mut S, Token, Events) -> io::Result<()> + 'static {}
 
-impl<S, D, F> Handler<S, D> for F
-where
-    F: FnMut(&mut Ctx<'_, D>, &mut S, Token, Events) -> io::Result<()> + 'static,
-{
-    fn handle_event(&mut self, cx: &mut Ctx<'_, D>, source: &mut S, token: Token, events: Events) -> io::Result<()> {
-        self(cx, source, token, events)
-    }
-}
+impl<S, D, F> Handler<S, D> for F where F: FnMut(&mut Ctx<'_, D>, &mut S, Token, Events) -> io::Result<()> + 'static {}
 
 /// A registration with its source's type erased, so that one slab holds them all.
 trait Entry<D> {
@@ -94,7 +84,7 @@ struct Registered<S, H> {
 impl<S: 'static, D, H: Handler<S, D>> Entry<D> for Registered<S, H> {
     #[inline]
     fn dispatch(&mut self, cx: &mut Ctx<'_, D>, token: Token, events: Events) -> io::Result<()> {
-        self.handler.handle_event(cx, &mut self.source, token, events)
+        (self.handler)(cx, &mut self.source, token, events)
     }
 
     fn source_mut(&mut self) -> &mut dyn Any {
@@ -116,10 +106,14 @@ type BoxedEntry<D> = Box<dyn Entry<D>>;
 type Replacement<D> = Box<dyn FnOnce(Box<dyn Any>) -> BoxedEntry<D>>;
 
 enum SlotState<D> {
-    Vacant { next_free: u32 },
+    Vacant {
+        next_free: u32,
+    },
     Idle(BoxedEntry<D>),
     /// The entry is out, running its handler.
-    Dispatching { replacement: Option<Replacement<D>> },
+    Dispatching {
+        replacement: Option<Replacement<D>>,
+    },
 }
 
 struct Slot<D> {
@@ -133,7 +127,10 @@ struct Slot<D> {
 }
 
 const NO_FREE: u32 = u32::MAX;
-const NO_TOKEN: Token = Token { index: u32::MAX, generation: u32::MAX };
+const NO_TOKEN: Token = Token {
+    index: u32::MAX,
+    generation: u32::MAX,
+};
 
 type Callback<D> = Box<dyn FnMut(&mut Ctx<'_, D>)>;
 
@@ -164,7 +161,10 @@ pub struct Builder {
 
 impl Default for Builder {
     fn default() -> Self {
-        Builder { backend: None, timeout_precision: TIMEOUT_PRECISION }
+        Builder {
+            backend: None,
+            timeout_precision: TIMEOUT_PRECISION,
+        }
     }
 }
 
@@ -307,7 +307,7 @@ impl<D: 'static> EventLoop<D> {
     pub fn add<S, H>(&mut self, source: S, mode: Events, handler: H) -> io::Result<Token>
     where
         S: AsFd + 'static,
-        H: Handler<S, D>,
+        H: FnMut(&mut Ctx<'_, D>, &mut S, Token, Events) -> io::Result<()> + 'static,
     {
         let fd = source.as_fd().as_raw_fd();
         self.add_entry(fd, mode, TypeId::of::<S>(), Box::new(Registered { source, handler }))
@@ -315,7 +315,10 @@ impl<D: 'static> EventLoop<D> {
 
     fn add_entry(&mut self, fd: RawFd, mode: Events, source_type: TypeId, entry: BoxedEntry<D>) -> io::Result<Token> {
         let fd_index = usize::try_from(fd).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("{}: add fd {fd}: not a descriptor", self.backend))
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: add fd {fd}: not a descriptor", self.backend),
+            )
         })?;
         if let Some(&old) = self.fd_tokens.get(fd_index)
             && old != NO_TOKEN
@@ -341,10 +344,19 @@ impl<D: 'static> EventLoop<D> {
             index
         } else {
             let index = u32::try_from(self.slots.len()).expect("fewer than 2^32 registrations");
-            self.slots.push(Slot { generation: 0, fd, mode, source_type, state: SlotState::Idle(entry) });
+            self.slots.push(Slot {
+                generation: 0,
+                fd,
+                mode,
+                source_type,
+                state: SlotState::Idle(entry),
+            });
             index
         };
-        let token = Token { index, generation: self.slots[index as usize].generation };
+        let token = Token {
+            index,
+            generation: self.slots[index as usize].generation,
+        };
         if self.fd_tokens.len() <= fd_index {
             self.fd_tokens.resize(fd_index + 1, NO_TOKEN);
         }
@@ -393,7 +405,7 @@ impl<D: 'static> EventLoop<D> {
     pub fn set_handler<S, H>(&mut self, token: Token, mode: Events, handler: H) -> io::Result<()>
     where
         S: AsFd + 'static,
-        H: Handler<S, D>,
+        H: FnMut(&mut Ctx<'_, D>, &mut S, Token, Events) -> io::Result<()> + 'static,
     {
         let backend = self.backend;
         let wrong_type = move || {
@@ -408,7 +420,8 @@ impl<D: 'static> EventLoop<D> {
         }
         match &mut slot.state {
             SlotState::Idle(_) => {
-                let SlotState::Idle(entry) = std::mem::replace(&mut slot.state, SlotState::Dispatching { replacement: None })
+                let SlotState::Idle(entry) =
+                    std::mem::replace(&mut slot.state, SlotState::Dispatching { replacement: None })
                 else {
                     unreachable!()
                 };
@@ -484,7 +497,10 @@ impl<D: 'static> EventLoop<D> {
         // tables and would happily "unregister" a closed number, so ask the kernel.
         let closed = match &unregistered {
             Err(err) => {
-                log::warn!("{}: {token} fd {fd}: {err}; its source is dropped without closing it", self.backend);
+                log::warn!(
+                    "{}: {token} fd {fd}: {err}; its source is dropped without closing it",
+                    self.backend
+                );
                 true
             }
             Ok(()) => self.backend != Backend::Epoll && !fd_is_open(fd),
@@ -533,7 +549,8 @@ impl<D: 'static> EventLoop<D> {
     where
         F: FnMut(&mut Ctx<'_, D>) + 'static,
     {
-        self.timers.insert(Instant::now() + interval, Some(interval), Box::new(callback))
+        self.timers
+            .insert(Instant::now() + interval, Some(interval), Box::new(callback))
     }
 
     /// Cancel a timer; true if it was pending (or firing, and now won't repeat).
@@ -562,7 +579,10 @@ impl<D: 'static> EventLoop<D> {
     {
         let id = PeriodicId(self.next_periodic);
         self.next_periodic += 1;
-        self.periodics.push(Periodic { id, callback: Some(Box::new(callback)) });
+        self.periodics.push(Periodic {
+            id,
+            callback: Some(Box::new(callback)),
+        });
         id
     }
 
@@ -585,9 +605,11 @@ impl<D: 'static> EventLoop<D> {
             return Ok(waker.handle());
         }
         let (waker, reader) = Waker::new()?;
-        self.add(reader, crate::events::POLL_IN, |_cx: &mut Ctx<'_, D>, reader: &mut crate::waker::WakeReader, _, _| {
-            reader.drain()
-        })?;
+        self.add(
+            reader,
+            crate::events::POLL_IN,
+            |_cx: &mut Ctx<'_, D>, reader: &mut crate::waker::WakeReader, _, _| reader.drain(),
+        )?;
         let handle = waker.handle();
         self.waker = Some(waker);
         Ok(handle)
@@ -627,14 +649,18 @@ impl<D: 'static> EventLoop<D> {
         F: FnMut(&mut Ctx<'_, D>, Signal) + 'static,
     {
         let mut arrived = Vec::new();
-        self.add(source, crate::events::POLL_IN, move |cx: &mut Ctx<'_, D>, source: &mut S, _, _| {
-            arrived.clear();
-            source.read_signals(&mut arrived)?;
-            for &signal in &arrived {
-                handler(cx, signal);
-            }
-            Ok(())
-        })
+        self.add(
+            source,
+            crate::events::POLL_IN,
+            move |cx: &mut Ctx<'_, D>, source: &mut S, _, _| {
+                arrived.clear();
+                source.read_signals(&mut arrived)?;
+                for &signal in &arrived {
+                    handler(cx, signal);
+                }
+                Ok(())
+            },
+        )
     }
 
     /// Run until [`stop`](Self::stop) is called (from a callback or a
@@ -659,7 +685,9 @@ impl<D: 'static> EventLoop<D> {
     /// were dispatched.
     pub fn run_once(&mut self, timeout: Option<Duration>, data: &mut D) -> io::Result<usize> {
         if self.running {
-            return Err(io::Error::other("the loop is already running: run_once called from inside a callback"));
+            return Err(io::Error::other(
+                "the loop is already running: run_once called from inside a callback",
+            ));
         }
         self.running = true;
         let result = self.iterate(timeout, data);
@@ -698,7 +726,11 @@ impl<D: 'static> EventLoop<D> {
         }
         let mut deadline = self.timers.next_deadline();
         if !self.periodics.is_empty() {
-            let due = if self.periodic_asap { Instant::now() } else { self.last_periodic + self.precision };
+            let due = if self.periodic_asap {
+                Instant::now()
+            } else {
+                self.last_periodic + self.precision
+            };
             deadline = Some(deadline.map_or(due, |d| d.min(due)));
         }
         let until_deadline = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -714,7 +746,9 @@ impl<D: 'static> EventLoop<D> {
         while i < self.ready.len() {
             let (token, events) = self.ready[i];
             i += 1;
-            let Some(slot) = self.slots.get_mut(token.index as usize) else { continue };
+            let Some(slot) = self.slots.get_mut(token.index as usize) else {
+                continue;
+            };
             if slot.generation != token.generation {
                 continue; // removed earlier in this batch: a stale event
             }
@@ -730,7 +764,10 @@ impl<D: 'static> EventLoop<D> {
             let mut entry = entry;
             let result = entry.dispatch(&mut Ctx { lp: self, data }, token, events);
             if let Err(err) = result {
-                log::error!("{}: handler for fd {fd} ({token}) failed on {events}: {err}", self.backend);
+                log::error!(
+                    "{}: handler for fd {fd} ({token}) failed on {events}: {err}",
+                    self.backend
+                );
             }
             self.put_back(token, entry, events);
         }
@@ -744,7 +781,8 @@ impl<D: 'static> EventLoop<D> {
             drop(entry);
             return;
         }
-        let SlotState::Dispatching { replacement } = std::mem::replace(&mut slot.state, SlotState::Vacant { next_free: 0 })
+        let SlotState::Dispatching { replacement } =
+            std::mem::replace(&mut slot.state, SlotState::Vacant { next_free: 0 })
         else {
             unreachable!("a live slot stays dispatching while its entry is out")
         };
@@ -754,7 +792,10 @@ impl<D: 'static> EventLoop<D> {
         });
         if events.contains(POLL_NVAL) {
             let fd = slot.fd;
-            log::warn!("{}: fd {fd} ({token}) was closed without remove(); dropping its registration", self.backend);
+            log::warn!(
+                "{}: fd {fd} ({token}) was closed without remove(); dropping its registration",
+                self.backend
+            );
             self.drop_stale(token);
         }
     }
@@ -785,7 +826,11 @@ impl<D: 'static> EventLoop<D> {
         // Callbacks may add or remove periodics (themselves included): walk a snapshot.
         let ids: Vec<PeriodicId> = self.periodics.iter().map(|p| p.id).collect();
         for id in ids {
-            let Some(mut callback) = self.periodics.iter_mut().find(|p| p.id == id).and_then(|p| p.callback.take())
+            let Some(mut callback) = self
+                .periodics
+                .iter_mut()
+                .find(|p| p.id == id)
+                .and_then(|p| p.callback.take())
             else {
                 continue;
             };

@@ -35,7 +35,14 @@ fn invalid(signal: Signal, why: &str) -> io::Error {
 /// Signals this API refuses: the ones that cannot be caught, and the ones that
 /// mean the program itself faulted (turning those into events would loop forever).
 fn check_catchable(signal: Signal) -> io::Result<()> {
-    const FORBIDDEN: [Signal; 6] = [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE];
+    const FORBIDDEN: [Signal; 6] = [
+        libc::SIGKILL,
+        libc::SIGSTOP,
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGILL,
+        libc::SIGFPE,
+    ];
     if signal <= 0 || signal >= 65 {
         return Err(invalid(signal, "not a signal number"));
     }
@@ -105,7 +112,10 @@ mod linux {
             if fd < 0 {
                 let err = io::Error::last_os_error();
                 let _ = change_mask(libc::SIG_UNBLOCK, &blocked_here);
-                return Err(io::Error::new(err.kind(), format!("signalfd for signals {signals:?}: {err}")));
+                return Err(io::Error::new(
+                    err.kind(),
+                    format!("signalfd for signals {signals:?}: {err}"),
+                ));
             }
             // SAFETY: fd was just returned by signalfd and is owned by no one else.
             let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
@@ -195,7 +205,10 @@ impl SelfPipe {
                     for id in ids {
                         signal_hook_registry::unregister(id);
                     }
-                    return Err(io::Error::new(e.kind(), format!("installing a handler for signal {signal}: {e}")));
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("installing a handler for signal {signal}: {e}"),
+                    ));
                 }
             }
         }
@@ -243,7 +256,11 @@ mod tests {
     #[test]
     fn uncatchable_and_fault_signals_are_refused() {
         for s in [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV, 0, -3, 200] {
-            assert_eq!(SelfPipe::new(&[s]).err().map(|e| e.kind()), Some(io::ErrorKind::InvalidInput), "signal {s}");
+            assert_eq!(
+                SelfPipe::new(&[s]).err().map(|e| e.kind()),
+                Some(io::ErrorKind::InvalidInput),
+                "signal {s}"
+            );
         }
     }
 

@@ -54,7 +54,9 @@ impl PartialOrd for HeapEntry {
 }
 
 enum SlotState<T> {
-    Vacant { next_free: u32 },
+    Vacant {
+        next_free: u32,
+    },
     Pending(T),
     /// Taken out by [`TimerQueue::pop_expired`]; comes back through [`TimerQueue::finish`].
     Firing,
@@ -82,7 +84,14 @@ pub struct TimerQueue<T> {
 
 impl<T> Default for TimerQueue<T> {
     fn default() -> Self {
-        TimerQueue { heap: BinaryHeap::new(), slots: Vec::new(), free_head: NO_FREE, live: 0, tombstones: 0, next_seq: 0 }
+        TimerQueue {
+            heap: BinaryHeap::new(),
+            slots: Vec::new(),
+            free_head: NO_FREE,
+            live: 0,
+            tombstones: 0,
+            next_seq: 0,
+        }
     }
 }
 
@@ -117,7 +126,12 @@ impl<T> TimerQueue<T> {
             index
         } else {
             let index = u32::try_from(self.slots.len()).expect("fewer than 2^32 timers");
-            self.slots.push(Slot { generation: 0, interval, deadline, state: SlotState::Pending(value) });
+            self.slots.push(Slot {
+                generation: 0,
+                interval,
+                deadline,
+                state: SlotState::Pending(value),
+            });
             index
         };
         self.live += 1;
@@ -129,29 +143,47 @@ impl<T> TimerQueue<T> {
     fn push(&mut self, deadline: Instant, index: u32, generation: u32) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.heap.push(Reverse(HeapEntry { deadline, seq, index, generation }));
+        self.heap.push(Reverse(HeapEntry {
+            deadline,
+            seq,
+            index,
+            generation,
+        }));
     }
 
     fn slot(&self, id: TimerId) -> Option<&Slot<T>> {
-        self.slots.get(id.index as usize).filter(|s| s.generation == id.generation)
+        self.slots
+            .get(id.index as usize)
+            .filter(|s| s.generation == id.generation)
     }
 
     /// Whether `id` is still scheduled (or firing and not cancelled).
     pub fn contains(&self, id: TimerId) -> bool {
-        self.slot(id).is_some_and(|s| !matches!(s.state, SlotState::Vacant { .. }))
+        self.slot(id)
+            .is_some_and(|s| !matches!(s.state, SlotState::Vacant { .. }))
     }
 
     /// When `id` fires next, if it is pending.
     pub fn deadline(&self, id: TimerId) -> Option<Instant> {
-        self.slot(id).filter(|s| matches!(s.state, SlotState::Pending(_))).map(|s| s.deadline)
+        self.slot(id)
+            .filter(|s| matches!(s.state, SlotState::Pending(_)))
+            .map(|s| s.deadline)
     }
 
     /// Cancel a timer. Returns its value if it was pending; a timer that is firing
     /// right now is cancelled too (it will not repeat) but its value is with the
     /// caller of `pop_expired`, so `None` comes back. Unknown ids return `None`.
     pub fn cancel(&mut self, id: TimerId) -> Option<T> {
-        let slot = self.slots.get_mut(id.index as usize).filter(|s| s.generation == id.generation)?;
-        let state = std::mem::replace(&mut slot.state, SlotState::Vacant { next_free: self.free_head });
+        let slot = self
+            .slots
+            .get_mut(id.index as usize)
+            .filter(|s| s.generation == id.generation)?;
+        let state = std::mem::replace(
+            &mut slot.state,
+            SlotState::Vacant {
+                next_free: self.free_head,
+            },
+        );
         if let SlotState::Vacant { .. } = state {
             slot.state = state;
             return None;
@@ -217,7 +249,13 @@ impl<T> TimerQueue<T> {
         self.heap.pop();
         let slot = &mut self.slots[top.index as usize];
         match std::mem::replace(&mut slot.state, SlotState::Firing) {
-            SlotState::Pending(value) => Some((TimerId { index: top.index, generation: top.generation }, value)),
+            SlotState::Pending(value) => Some((
+                TimerId {
+                    index: top.index,
+                    generation: top.generation,
+                },
+                value,
+            )),
             _ => unreachable!("a live heap entry points at a pending slot"),
         }
     }
@@ -226,7 +264,11 @@ impl<T> TimerQueue<T> {
     /// interval after its deadline (or after `now`, if it fell more than an interval
     /// behind); a one-shot timer, or one cancelled while firing, is dropped.
     pub fn finish(&mut self, id: TimerId, value: T, now: Instant) {
-        let Some(slot) = self.slots.get_mut(id.index as usize).filter(|s| s.generation == id.generation) else {
+        let Some(slot) = self
+            .slots
+            .get_mut(id.index as usize)
+            .filter(|s| s.generation == id.generation)
+        else {
             return;
         };
         if !matches!(slot.state, SlotState::Firing) {
@@ -243,7 +285,9 @@ impl<T> TimerQueue<T> {
                 self.push(next, id.index, id.generation);
             }
             None => {
-                slot.state = SlotState::Vacant { next_free: self.free_head };
+                slot.state = SlotState::Vacant {
+                    next_free: self.free_head,
+                };
                 self.release(id.index);
             }
         }
@@ -343,11 +387,17 @@ mod tests {
     fn cancelling_most_timers_compacts_the_heap() {
         let t0 = Instant::now();
         let mut q = TimerQueue::new();
-        let ids: Vec<_> = (0..10_000).map(|i| q.insert(t0 + Duration::from_secs(300), None, i)).collect();
+        let ids: Vec<_> = (0..10_000)
+            .map(|i| q.insert(t0 + Duration::from_secs(300), None, i))
+            .collect();
         for id in &ids[..9_000] {
             q.cancel(*id);
         }
         assert_eq!(q.len(), 1_000);
-        assert!(q.heap.len() <= 2_000, "heap kept {} entries for 1000 timers", q.heap.len());
+        assert!(
+            q.heap.len() <= 2_000,
+            "heap kept {} entries for 1000 timers",
+            q.heap.len()
+        );
     }
 }

@@ -70,12 +70,17 @@ pub(crate) struct WakeReader {
 impl Waker {
     pub(crate) fn new() -> io::Result<(Waker, WakeReader)> {
         let (reader, writer) = imp::channel()?;
-        let shared = Arc::new(Shared { writer, stop: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            writer,
+            stop: AtomicBool::new(false),
+        });
         Ok((Waker { shared }, WakeReader { reader }))
     }
 
     pub(crate) fn handle(&self) -> LoopHandle {
-        LoopHandle { shared: Arc::clone(&self.shared) }
+        LoopHandle {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Whether a handle asked the loop to stop (and clear the request).

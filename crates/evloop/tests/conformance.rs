@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use evloop::{
-    Backend, Builder, Ctx, EventLoop, Events, POLL_ERR, POLL_HUP, POLL_IN, POLL_NULL, POLL_NVAL, POLL_OUT, PollerError, Token,
-    get_sock_error,
+    Backend, Builder, Ctx, EventLoop, Events, POLL_ERR, POLL_HUP, POLL_IN, POLL_NULL, POLL_NVAL, POLL_OUT, PollerError,
+    Token, get_sock_error,
 };
 
 /// Tests that hold thousands of descriptors take turns, so that together they stay
@@ -47,7 +47,8 @@ fn names(log: &Log) -> Vec<&'static str> {
 }
 
 fn turn(lp: &mut EventLoop, timeout_ms: u64) -> usize {
-    lp.run_once(Some(Duration::from_millis(timeout_ms)), &mut ()).expect("run_once")
+    lp.run_once(Some(Duration::from_millis(timeout_ms)), &mut ())
+        .expect("run_once")
 }
 
 fn tcp_pair() -> (TcpStream, TcpStream) {
@@ -66,7 +67,10 @@ fn closed_port() -> SocketAddr {
 fn raise_fd_limit(needed: u64) {
     let (soft, hard) = rlimit::Resource::NOFILE.get().unwrap();
     if soft < needed {
-        assert!(hard >= needed, "this test needs RLIMIT_NOFILE >= {needed}; the hard limit is {hard}");
+        assert!(
+            hard >= needed,
+            "this test needs RLIMIT_NOFILE >= {needed}; the hard limit is {hard}"
+        );
         rlimit::Resource::NOFILE.set(needed.max(soft), hard).unwrap();
     }
 }
@@ -111,12 +115,16 @@ mod cases {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let count = Rc::clone(&accepted);
-        lp.add(listener, POLL_IN, move |_cx: &mut Ctx, l: &mut TcpListener, _, events: Events| {
-            assert!(events.is_readable());
-            l.accept()?;
-            *count.borrow_mut() += 1;
-            Ok(())
-        })
+        lp.add(
+            listener,
+            POLL_IN,
+            move |_cx: &mut Ctx, l: &mut TcpListener, _, events: Events| {
+                assert!(events.is_readable());
+                l.accept()?;
+                *count.borrow_mut() += 1;
+                Ok(())
+            },
+        )
         .unwrap();
         let _client = TcpStream::connect(addr).unwrap();
         turn(&mut lp, 1000);
@@ -135,10 +143,14 @@ mod cases {
         }
         let result: Rc<RefCell<Option<(Events, Option<io::Error>)>>> = Default::default();
         let out = Rc::clone(&result);
-        lp.add(sock, POLL_OUT | POLL_ERR, move |cx: &mut Ctx, s: &mut socket2::Socket, token, events| {
-            *out.borrow_mut() = Some((events, get_sock_error(s)?));
-            cx.lp.remove(token)
-        })
+        lp.add(
+            sock,
+            POLL_OUT | POLL_ERR,
+            move |cx: &mut Ctx, s: &mut socket2::Socket, token, events| {
+                *out.borrow_mut() = Some((events, get_sock_error(s)?));
+                cx.lp.remove(token)
+            },
+        )
         .unwrap();
         turn(&mut lp, 2000);
         let (events, error) = result.borrow_mut().take().expect("connect completion reported");
@@ -158,10 +170,14 @@ mod cases {
         }
         let result: Rc<RefCell<Option<(Events, Option<io::Error>)>>> = Default::default();
         let out = Rc::clone(&result);
-        lp.add(sock, POLL_OUT | POLL_ERR, move |cx: &mut Ctx, s: &mut socket2::Socket, token, events| {
-            *out.borrow_mut() = Some((events, get_sock_error(s)?));
-            cx.lp.remove(token)
-        })
+        lp.add(
+            sock,
+            POLL_OUT | POLL_ERR,
+            move |cx: &mut Ctx, s: &mut socket2::Socket, token, events| {
+                *out.borrow_mut() = Some((events, get_sock_error(s)?));
+                cx.lp.remove(token)
+            },
+        )
         .unwrap();
         turn(&mut lp, 2000);
         let (events, error) = result.borrow_mut().take().expect("connect failure reported");
@@ -198,7 +214,9 @@ mod cases {
         let mode = if backend == Backend::Select { POLL_IN } else { POLL_NULL };
         lp.add(client, mode, recorder(&log, "client")).unwrap();
         // Linger 0 turns close into an RST.
-        socket2::SockRef::from(&server).set_linger(Some(Duration::ZERO)).unwrap();
+        socket2::SockRef::from(&server)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
         drop(server);
         turn(&mut lp, 1000);
         let events = log.borrow().first().map(|(_, e)| *e).expect("reset reported");
@@ -270,13 +288,17 @@ mod cases {
             peers.push(b);
             let (log, all) = (Rc::clone(&log), Rc::clone(&tokens));
             let token = lp
-                .add(a, POLL_IN, move |cx: &mut Ctx, _: &mut UnixStream, me: Token, events| {
-                    log.borrow_mut().push((name, events));
-                    for other in all.borrow().iter().filter(|&&t| t != me) {
-                        cx.lp.remove(*other)?;
-                    }
-                    Ok(())
-                })
+                .add(
+                    a,
+                    POLL_IN,
+                    move |cx: &mut Ctx, _: &mut UnixStream, me: Token, events| {
+                        log.borrow_mut().push((name, events));
+                        for other in all.borrow().iter().filter(|&&t| t != me) {
+                            cx.lp.remove(*other)?;
+                        }
+                        Ok(())
+                    },
+                )
                 .unwrap();
             tokens.borrow_mut().push(token);
         }
@@ -302,39 +324,46 @@ mod cases {
             let fd = s.as_raw_fd();
             let (log, all, reused) = (Rc::clone(&log), Rc::clone(&tokens), Rc::clone(&reused));
             let token = lp
-                .add(s, POLL_IN, move |cx: &mut Ctx, _: &mut UnixStream, me: Token, events| {
-                    log.borrow_mut().push((name, events));
-                    let Some(&(other, other_fd)) = all.borrow().iter().find(|(t, _)| *t != me) else {
-                        return Ok(());
-                    };
-                    if !cx.lp.contains(other) {
-                        return Ok(());
-                    }
-                    cx.lp.remove(other)?;
-                    let mut spare = Vec::new();
-                    for _ in 0..64 {
-                        let (x, y) = UnixStream::pair()?;
-                        if x.as_raw_fd() == other_fd || y.as_raw_fd() == other_fd {
-                            let (mine, keep) = if x.as_raw_fd() == other_fd { (x, y) } else { (y, x) };
-                            // Make the newcomer readable too, so that a stale event
-                            // would be indistinguishable from a real one.
-                            (&keep).write_all(b"y")?;
-                            spare.push(keep);
-                            cx.lp.add(mine, POLL_IN, recorder(&log, "newcomer"))?;
-                            *reused.borrow_mut() = true;
-                            break;
+                .add(
+                    s,
+                    POLL_IN,
+                    move |cx: &mut Ctx, _: &mut UnixStream, me: Token, events| {
+                        log.borrow_mut().push((name, events));
+                        let Some(&(other, other_fd)) = all.borrow().iter().find(|(t, _)| *t != me) else {
+                            return Ok(());
+                        };
+                        if !cx.lp.contains(other) {
+                            return Ok(());
                         }
-                        spare.push(x);
-                        spare.push(y);
-                    }
-                    std::mem::forget(spare); // keep the peers open for the rest of the test
-                    Ok(())
-                })
+                        cx.lp.remove(other)?;
+                        let mut spare = Vec::new();
+                        for _ in 0..64 {
+                            let (x, y) = UnixStream::pair()?;
+                            if x.as_raw_fd() == other_fd || y.as_raw_fd() == other_fd {
+                                let (mine, keep) = if x.as_raw_fd() == other_fd { (x, y) } else { (y, x) };
+                                // Make the newcomer readable too, so that a stale event
+                                // would be indistinguishable from a real one.
+                                (&keep).write_all(b"y")?;
+                                spare.push(keep);
+                                cx.lp.add(mine, POLL_IN, recorder(&log, "newcomer"))?;
+                                *reused.borrow_mut() = true;
+                                break;
+                            }
+                            spare.push(x);
+                            spare.push(y);
+                        }
+                        std::mem::forget(spare); // keep the peers open for the rest of the test
+                        Ok(())
+                    },
+                )
                 .unwrap();
             tokens.borrow_mut().push((token, fd));
         }
         turn(&mut lp, 1000);
-        assert!(*reused.borrow(), "the fd number was not reused; the test proved nothing");
+        assert!(
+            *reused.borrow(),
+            "the fd number was not reused; the test proved nothing"
+        );
         assert_eq!(log.borrow().len(), 1, "stale event delivered: {:?}", log.borrow());
         // The newcomer gets its own events from the next poll on.
         turn(&mut lp, 1000);
@@ -362,7 +391,10 @@ mod cases {
             }
         }
         if backend == Backend::Select {
-            assert!(refused > 0 && lp.len() < libc::FD_SETSIZE, "select must refuse fds >= FD_SETSIZE");
+            assert!(
+                refused > 0 && lp.len() < libc::FD_SETSIZE,
+                "select must refuse fds >= FD_SETSIZE"
+            );
         } else {
             assert_eq!(lp.len(), IDLE);
         }
@@ -481,7 +513,11 @@ mod cases {
         log.borrow_mut().clear();
         let start = Instant::now();
         assert_eq!(turn(&mut lp, 50), 0);
-        assert!(start.elapsed() >= Duration::from_millis(45), "poll returned early: {:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(45),
+            "poll returned early: {:?}",
+            start.elapsed()
+        );
         // The other registration still works.
         b.write_all(b"x").unwrap();
         turn(&mut lp, 1000);
@@ -493,7 +529,10 @@ mod cases {
         let log: Log = Default::default();
         let (a, mut b) = UnixStream::pair().unwrap();
         let (c, mut d) = UnixStream::pair().unwrap();
-        lp.add(a, POLL_IN, |_: &mut Ctx, _: &mut UnixStream, _, _| Err(io::Error::other("boom"))).unwrap();
+        lp.add(a, POLL_IN, |_: &mut Ctx, _: &mut UnixStream, _, _| {
+            Err(io::Error::other("boom"))
+        })
+        .unwrap();
         lp.add(c, POLL_IN, recorder(&log, "c")).unwrap();
         b.write_all(b"x").unwrap();
         d.write_all(b"x").unwrap();
@@ -509,7 +548,8 @@ mod cases {
         let log2 = Rc::clone(&log);
         lp.add(a, POLL_IN, move |cx: &mut Ctx, _: &mut UnixStream, me, events| {
             log2.borrow_mut().push(("first", events));
-            cx.lp.set_handler::<UnixStream, _>(me, POLL_OUT, recorder(&log2, "second"))
+            cx.lp
+                .set_handler::<UnixStream, _>(me, POLL_OUT, recorder(&log2, "second"))
         })
         .unwrap();
         b.write_all(b"x").unwrap();
@@ -521,7 +561,9 @@ mod cases {
     pub fn take_returns_the_source_open(backend: Backend) {
         let mut lp = new_loop(backend);
         let (a, mut b) = UnixStream::pair().unwrap();
-        let token = lp.add(a, POLL_IN, |_: &mut Ctx, _: &mut UnixStream, _, _| Ok(())).unwrap();
+        let token = lp
+            .add(a, POLL_IN, |_: &mut Ctx, _: &mut UnixStream, _, _| Ok(()))
+            .unwrap();
         assert!(lp.take::<TcpStream>(token).is_err(), "wrong type refused");
         let mut a: UnixStream = lp.take(token).unwrap();
         assert!(lp.is_empty());
@@ -552,7 +594,9 @@ mod cases {
         let start = Instant::now();
         for ms in [30u64, 10, 20, 1] {
             let fired = Rc::clone(&fired);
-            lp.add_timer(Duration::from_millis(ms), move |_| fired.borrow_mut().push((ms, start.elapsed())));
+            lp.add_timer(Duration::from_millis(ms), move |_| {
+                fired.borrow_mut().push((ms, start.elapsed()))
+            });
         }
         let cancelled = lp.add_timer(Duration::from_millis(15), |_| panic!("a cancelled timer fired"));
         assert!(lp.cancel_timer(cancelled));
@@ -563,7 +607,10 @@ mod cases {
         let fired = fired.borrow();
         assert_eq!(fired.iter().map(|f| f.0).collect::<Vec<_>>(), [1, 10, 20, 30]);
         for &(ms, at) in fired.iter() {
-            assert!(at >= Duration::from_millis(ms), "timer of {ms} ms fired early, at {at:?}");
+            assert!(
+                at >= Duration::from_millis(ms),
+                "timer of {ms} ms fired early, at {at:?}"
+            );
         }
         assert_eq!(lp.timer_count(), 0);
     }
@@ -586,8 +633,11 @@ mod cases {
     }
 
     pub fn periodic_callbacks_run_every_precision(backend: Backend) {
-        let mut lp: EventLoop =
-            Builder::new().backend(backend).timeout_precision(Duration::from_millis(20)).build().unwrap();
+        let mut lp: EventLoop = Builder::new()
+            .backend(backend)
+            .timeout_precision(Duration::from_millis(20))
+            .build()
+            .unwrap();
         let runs = Rc::new(RefCell::new(Vec::new()));
         let r = Rc::clone(&runs);
         let start = Instant::now();
@@ -598,7 +648,10 @@ mod cases {
         }
         let runs = runs.borrow().clone();
         for (i, at) in runs.iter().enumerate() {
-            assert!(*at >= Duration::from_millis(20 * (i as u64 + 1)), "run {i} early at {at:?}");
+            assert!(
+                *at >= Duration::from_millis(20 * (i as u64 + 1)),
+                "run {i} early at {at:?}"
+            );
         }
         assert!(lp.remove_periodic(id));
         assert!(!lp.remove_periodic(id));
@@ -609,8 +662,11 @@ mod cases {
     pub fn periodic_runs_right_after_eintr(backend: Backend) {
         let flag = std::sync::Arc::new(AtomicBool::new(false));
         signal_hook::flag::register(signal_hook::consts::SIGURG, std::sync::Arc::clone(&flag)).unwrap();
-        let mut lp: EventLoop =
-            Builder::new().backend(backend).timeout_precision(Duration::from_secs(3600)).build().unwrap();
+        let mut lp: EventLoop = Builder::new()
+            .backend(backend)
+            .timeout_precision(Duration::from_secs(3600))
+            .build()
+            .unwrap();
         let ran = Rc::new(RefCell::new(false));
         let r = Rc::clone(&ran);
         lp.add_periodic(move |cx| {
@@ -679,8 +735,12 @@ mod cases {
         let mut lp: EventLoop<Option<Token>> = new_loop(backend);
         let (a, mut a_peer) = UnixStream::pair().unwrap();
         let (b, mut b_peer) = UnixStream::pair().unwrap();
-        let mut peer_token =
-            Some(lp.add(b, POLL_NULL, |_: &mut Ctx<Option<Token>>, _: &mut UnixStream, _, _| Ok(())).unwrap());
+        let mut peer_token = Some(
+            lp.add(b, POLL_NULL, |_: &mut Ctx<Option<Token>>, _: &mut UnixStream, _, _| {
+                Ok(())
+            })
+            .unwrap(),
+        );
         lp.add(a, POLL_IN, |cx: &mut Ctx<Option<Token>>, a: &mut UnixStream, _, _| {
             let mut buf = [0u8; 16];
             let n = a.read(&mut buf)?;
