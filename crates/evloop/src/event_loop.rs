@@ -452,7 +452,8 @@ impl<D: 'static> EventLoop<D> {
     /// registration, its own included (its source is dropped when it returns).
     /// Events already fetched for it are not delivered.
     pub fn remove(&mut self, token: Token) -> io::Result<()> {
-        self.detach(token)?.map(drop);
+        // Dropping the entry (if it is not running) closes the source, after the unregister.
+        drop(self.detach(token)?);
         Ok(())
     }
 

@@ -22,6 +22,9 @@ use evloop::{
 /// under RLIMIT_NOFILE.
 static MANY_FDS: Mutex<()> = Mutex::new(());
 
+/// What a connect's completion handler saw: its events and the socket's error.
+type ConnectOutcome = Rc<RefCell<Option<(Events, Option<io::Error>)>>>;
+
 /// Events seen by handlers, in order: (which handler, events).
 type Log = Rc<RefCell<Vec<(&'static str, Events)>>>;
 
@@ -141,7 +144,7 @@ mod cases {
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             Err(e) => panic!("connect: {e}"),
         }
-        let result: Rc<RefCell<Option<(Events, Option<io::Error>)>>> = Default::default();
+        let result: ConnectOutcome = Default::default();
         let out = Rc::clone(&result);
         lp.add(
             sock,
@@ -168,7 +171,7 @@ mod cases {
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return, // refused synchronously
             other => panic!("connect to a closed port: {other:?}"),
         }
-        let result: Rc<RefCell<Option<(Events, Option<io::Error>)>>> = Default::default();
+        let result: ConnectOutcome = Default::default();
         let out = Rc::clone(&result);
         lp.add(
             sock,
