@@ -6,10 +6,10 @@
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -18,9 +18,40 @@ use evloop::{
     Token, get_sock_error,
 };
 
-/// Tests that hold thousands of descriptors take turns, so that together they stay
-/// under RLIMIT_NOFILE.
-static MANY_FDS: Mutex<()> = Mutex::new(());
+/// Descriptor numbers are shared by all the tests of this process. Cases that hold
+/// thousands of them run alone (write side), so that they stay under RLIMIT_NOFILE
+/// and do not push the other cases' fds past select's FD_SETSIZE; the rest share
+/// (read side).
+static FD_TABLE: RwLock<()> = RwLock::new(());
+
+/// The cases that take the fd table for themselves.
+const EXCLUSIVE_CASES: [&str; 2] = [
+    "thousands_of_registered_fds",
+    "select_refuses_fd_at_or_above_fd_setsize",
+];
+
+fn run_case(name: &str, backend: Backend, case: fn(Backend)) {
+    if !backend.is_available() {
+        eprintln!("{backend} does not exist on this platform: {name} not run");
+        return;
+    }
+    if EXCLUSIVE_CASES.contains(&name) {
+        let _alone = FD_TABLE.write().unwrap_or_else(|e| e.into_inner());
+        case(backend)
+    } else {
+        let _shared = FD_TABLE.read().unwrap_or_else(|e| e.into_inner());
+        case(backend)
+    }
+}
+
+/// A duplicate of `fd` numbered at least `min`: a number the lowest-free rule will
+/// not hand to a parallel test in the meantime.
+fn dup_high(fd: RawFd, min: RawFd) -> RawFd {
+    // SAFETY: F_DUPFD_CLOEXEC only creates a new descriptor; `fd` is open.
+    let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+    assert!(high >= min, "F_DUPFD: {}", io::Error::last_os_error());
+    high
+}
 
 /// What a connect's completion handler saw: its events and the socket's error.
 type ConnectOutcome = Rc<RefCell<Option<(Events, Option<io::Error>)>>>;
@@ -374,7 +405,6 @@ mod cases {
     }
 
     pub fn thousands_of_registered_fds(backend: Backend) {
-        let _guard = MANY_FDS.lock().unwrap_or_else(|e| e.into_inner());
         const IDLE: usize = 10_000;
         raise_fd_limit(IDLE as u64 + 200);
         let mut lp = new_loop(backend);
@@ -416,7 +446,6 @@ mod cases {
     }
 
     pub fn select_refuses_fd_at_or_above_fd_setsize(backend: Backend) {
-        let _guard = MANY_FDS.lock().unwrap_or_else(|e| e.into_inner());
         raise_fd_limit(libc::FD_SETSIZE as u64 + 200);
         let mut lp = new_loop(backend);
         let mut held = Vec::new();
@@ -474,40 +503,37 @@ mod cases {
         let mut lp = new_loop(backend);
         let log: Log = Default::default();
         let (victim, _victim_peer) = UnixStream::pair().unwrap();
-        let victim_fd = victim.into_raw_fd();
-        // SAFETY: the fd stays open until the close below; after it, the loop holds a
-        // dangling number, which is exactly the misuse under test.
+        let victim_fd = dup_high(victim.as_raw_fd(), 700);
+        drop(victim);
+        // SAFETY: victim_fd stays open until the close below; after it, the loop holds
+        // a dangling number, which is exactly the misuse under test.
         let borrowed: BorrowedFd<'static> = unsafe { BorrowedFd::borrow_raw(victim_fd) };
         let stale = lp.add(borrowed, POLL_IN, recorder(&log, "victim")).unwrap();
         let (a, mut b) = UnixStream::pair().unwrap();
         lp.add(a, POLL_IN, recorder(&log, "other")).unwrap();
-        // SAFETY: we own victim_fd (into_raw_fd) and close it exactly once.
+        // SAFETY: victim_fd is ours (dup_high) and closed exactly once.
         unsafe { libc::close(victim_fd) };
-        // Take the freed number back at once, before a parallel test can: epoll only
-        // notices a closed fd when its number comes back.
-        let mut held = Vec::new();
-        let reuse = loop {
-            let (x, y) = UnixStream::pair().unwrap();
-            held.push(y);
-            if x.as_raw_fd() == victim_fd {
-                break x;
-            }
-            held.push(x);
-            assert!(held.len() < 128, "fd {victim_fd} was not handed out again");
-        };
         for _ in 0..3 {
             turn(&mut lp, 20);
         }
+        let mut keep_open = Vec::new();
         match backend {
             // poll and select see the closed fd: the handler is told, then it is dropped.
             Backend::Poll | Backend::Select => {
                 assert_eq!(*log.borrow(), [("victim", POLL_NVAL)]);
                 assert!(!lp.contains(stale));
-                drop(reuse);
             }
-            // epoll forgets a closed file silently; the loop notices when the number is reused.
+            // epoll forgets a closed file silently; the loop notices when the number
+            // comes back in a new source.
             _ => {
                 assert!(log.borrow().is_empty());
+                let (reuse, peer) = UnixStream::pair().unwrap();
+                keep_open.push(peer);
+                let reuse_fd = dup_high(reuse.as_raw_fd(), victim_fd);
+                assert_eq!(reuse_fd, victim_fd, "the freed number is handed out again");
+                drop(reuse);
+                // SAFETY: reuse_fd was just created by dup_high and is owned by nothing else.
+                let reuse = unsafe { std::os::fd::OwnedFd::from_raw_fd(reuse_fd) };
                 lp.add(reuse, POLL_IN, recorder(&log, "reuse")).unwrap();
                 assert!(!lp.contains(stale));
             }
@@ -774,12 +800,7 @@ macro_rules! conformance {
             $(
                 #[test]
                 fn $case() {
-                    let backend = evloop::Backend::$backend;
-                    if !backend.is_available() {
-                        eprintln!("{backend} does not exist on this platform: {} not run", stringify!($case));
-                        return;
-                    }
-                    super::cases::$case(backend)
+                    super::run_case(stringify!($case), evloop::Backend::$backend, super::cases::$case)
                 }
             )*
         }
