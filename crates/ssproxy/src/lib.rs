@@ -3,6 +3,9 @@
 
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod config;
 pub mod crypto;
+pub mod dns;
 pub mod protocol;
+pub mod relay;

@@ -114,7 +114,10 @@ mod tests {
     fn partial_writes_keep_the_rest_in_order() {
         let mut p = Pending::default();
         p.tail().extend_from_slice(b"hello world");
-        let mut sink = Limited { got: Vec::new(), room: 5 };
+        let mut sink = Limited {
+            got: Vec::new(),
+            room: 5,
+        };
         assert!(!p.flush_to(&mut sink).unwrap());
         assert_eq!(p.as_slice(), b" world");
         p.tail().extend_from_slice(b"!");

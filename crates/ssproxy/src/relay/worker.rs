@@ -1,0 +1,286 @@
+//! Worker threads: one event loop each, with its own `SO_REUSEPORT` listeners,
+//! steered by the main thread through a control socket.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::net::UnixStream;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use evloop::{Ctx, EventLoop, Events, POLL_IN, Token};
+use slab::Slab;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::SharedRef;
+use super::tcp::{self, Conn};
+use super::udp::{self, UdpRelay};
+use crate::dns::{HasResolver, Resolver, ResolverConfig};
+
+/// Size of the buffer each read goes into: large reads mean few system calls per
+/// byte relayed.
+const SCRATCH_LEN: usize = 64 * 1024;
+
+/// A worker's loop data: everything its handlers share.
+pub struct Worker {
+    /// Settings shared by all workers.
+    pub shared: SharedRef,
+    /// The live TCP connections.
+    pub conns: Slab<Conn>,
+    /// The buffer every read goes into before it is transformed.
+    pub scratch: Box<[u8]>,
+    /// Name resolution on the loop.
+    pub resolver: Resolver<Worker>,
+    /// The UDP relay's state.
+    pub udp: UdpRelay,
+    /// Local: the address UDP ASSOCIATE replies name.
+    pub udp_bind: Option<SocketAddr>,
+    listeners: Vec<Token>,
+    shutdown_deadline: Option<Instant>,
+    serial: u64,
+}
+
+impl HasResolver for Worker {
+    fn resolver(&mut self) -> &mut Resolver<Self> {
+        &mut self.resolver
+    }
+}
+
+impl Worker {
+    /// A serial number for a new connection.
+    pub fn next_serial(&mut self) -> u64 {
+        self.serial += 1;
+        self.serial
+    }
+
+    /// Whether a graceful shutdown is under way.
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown_deadline.is_some()
+    }
+}
+
+/// What the main thread tells a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Stop now, closing every connection (SIGINT, SIGTERM).
+    Stop,
+    /// Stop accepting, let live connections finish within the grace period (SIGQUIT).
+    Drain,
+}
+
+impl Command {
+    fn byte(self) -> u8 {
+        match self {
+            Command::Stop => b's',
+            Command::Drain => b'q',
+        }
+    }
+}
+
+/// The main thread's end of one worker.
+pub struct WorkerHandle {
+    control: UnixStream,
+    thread: Option<JoinHandle<io::Result<()>>>,
+    /// The worker's number, for logs.
+    pub index: usize,
+}
+
+impl WorkerHandle {
+    /// Send a command; a worker that already ended is not an error.
+    pub fn send(&mut self, command: Command) {
+        if let Err(e) = self.control.write_all(&[command.byte()])
+            && e.kind() != io::ErrorKind::BrokenPipe
+        {
+            log::warn!("worker {}: sending {command:?}: {e}", self.index);
+        }
+    }
+
+    /// A second handle on the control socket, readable (end-of-file) once the
+    /// worker's thread has ended.
+    pub fn control_watch(&self) -> io::Result<UnixStream> {
+        let watch = self.control.try_clone()?;
+        watch.set_nonblocking(true)?;
+        Ok(watch)
+    }
+
+    /// Wait for the worker's thread to end, returning its outcome.
+    pub fn join(&mut self) -> io::Result<()> {
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other(format!("worker {} panicked", self.index))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Where a worker listens.
+#[derive(Clone, Debug)]
+pub struct Listen {
+    /// TCP and/or UDP on these addresses.
+    pub addrs: Vec<SocketAddr>,
+    /// Resolver settings for the worker.
+    pub resolver: ResolverConfig,
+}
+
+/// Bind a listening socket with `SO_REUSEPORT`, so that every worker has its own
+/// and the kernel spreads connections over them.
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket
+        .bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("tcp bind {addr}: {e}")))?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Bind a UDP socket with `SO_REUSEPORT`.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket
+        .bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("udp bind {addr}: {e}")))?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Start a worker thread. Its sockets are bound before this returns, so a bind
+/// error (port in use) is reported here, not later.
+pub fn spawn(index: usize, shared: SharedRef, listen: &Listen) -> io::Result<WorkerHandle> {
+    let mut tcp_listeners = Vec::new();
+    let mut udp_sockets = Vec::new();
+    for &addr in &listen.addrs {
+        if shared.tcp || matches!(shared.role, super::Role::Local { tunnel: None, .. }) {
+            tcp_listeners.push(bind_tcp(addr)?);
+        }
+        if shared.udp {
+            udp_sockets.push(bind_udp(addr)?);
+        }
+    }
+    let udp_bind = udp_sockets.first().and_then(|s| s.local_addr().ok());
+    let (control, worker_end) = UnixStream::pair()?;
+    let resolver_config = listen.resolver.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("worker-{index}"))
+        .spawn(move || {
+            let result = run_worker(
+                shared,
+                tcp_listeners,
+                udp_sockets,
+                udp_bind,
+                worker_end,
+                resolver_config,
+            );
+            if let Err(e) = &result {
+                log::error!("worker {index}: {e}");
+            }
+            result
+        })?;
+    Ok(WorkerHandle {
+        control,
+        thread: Some(thread),
+        index,
+    })
+}
+
+fn run_worker(
+    shared: SharedRef,
+    tcp_listeners: Vec<TcpListener>,
+    udp_sockets: Vec<UdpSocket>,
+    udp_bind: Option<SocketAddr>,
+    control: UnixStream,
+    resolver_config: ResolverConfig,
+) -> io::Result<()> {
+    let mut lp: EventLoop<Worker> = EventLoop::new()?;
+    let resolver = Resolver::new(resolver_config)?;
+    let mut worker = Worker {
+        shared,
+        conns: Slab::new(),
+        scratch: vec![0u8; SCRATCH_LEN].into_boxed_slice(),
+        resolver,
+        udp: UdpRelay::default(),
+        udp_bind,
+        listeners: Vec::new(),
+        shutdown_deadline: None,
+        serial: 0,
+    };
+    for listener in tcp_listeners {
+        let token = tcp::add_listener(&mut lp, listener)?;
+        worker.listeners.push(token);
+    }
+    for socket in udp_sockets {
+        let token = udp::add_listener(&mut lp, &mut worker, socket)?;
+        worker.listeners.push(token);
+    }
+    control.set_nonblocking(true)?;
+    lp.add(control, POLL_IN, on_control)?;
+    udp::start_sweeper(&mut lp, &worker);
+    lp.run(&mut worker)?;
+    let open = worker.conns.len();
+    if open > 0 {
+        log::info!("worker: closing {open} connections");
+    }
+    worker.resolver.close(&mut lp);
+    Ok(())
+}
+
+fn on_control(cx: &mut Ctx<'_, Worker>, control: &mut UnixStream, me: Token, _: Events) -> io::Result<()> {
+    let mut buf = [0u8; 16];
+    let n = match control.read(&mut buf) {
+        Ok(0) => {
+            // The main thread is gone: nobody can steer us any more.
+            cx.lp.remove(me)?;
+            cx.lp.stop();
+            return Ok(());
+        }
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for &byte in &buf[..n] {
+        match byte {
+            b's' => cx.lp.stop(),
+            b'q' => drain(cx),
+            other => log::warn!("worker: unknown control byte {other:#x}"),
+        }
+    }
+    Ok(())
+}
+
+/// Stop accepting; stop the loop when the last connection ends or the grace
+/// period is over, whichever comes first.
+fn drain(cx: &mut Ctx<'_, Worker>) {
+    if cx.data.shutting_down() {
+        return;
+    }
+    let grace = cx.data.shared.grace;
+    cx.data.shutdown_deadline = Some(Instant::now() + grace);
+    for token in std::mem::take(&mut cx.data.listeners) {
+        let _ = cx.lp.remove(token);
+    }
+    let open = cx.data.conns.len();
+    if open == 0 {
+        cx.lp.stop();
+        return;
+    }
+    log::info!("worker: no longer accepting; waiting up to {grace:?} for {open} connections");
+    cx.lp.add_timer(grace, |cx| {
+        log::warn!(
+            "worker: grace period over with {} connections open; closing them",
+            cx.data.conns.len()
+        );
+        cx.lp.stop();
+    });
+}
+
+/// The grace period before a drained worker gives up on live connections.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
