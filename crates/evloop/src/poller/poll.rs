@@ -259,26 +259,14 @@ pub(crate) mod tests {
     /// Raise the soft RLIMIT_NOFILE towards `wanted`, as far as the hard limit lets
     /// it go; returns the soft limit reached.
     pub(crate) fn raise_nofile_limit(wanted: u64) -> u64 {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes one rlimit into the struct we own.
-        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-        assert_eq!(rc, 0, "getrlimit: {}", io::Error::last_os_error());
-        if lim.rlim_cur >= wanted {
-            return lim.rlim_cur;
+        let (soft, hard) = rlimit::Resource::NOFILE.get().expect("getrlimit");
+        if soft >= wanted {
+            return soft;
         }
-        let target = wanted.min(lim.rlim_max);
-        let new = libc::rlimit {
-            rlim_cur: target,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: setrlimit reads one rlimit from the struct we own.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
-            target
-        } else {
-            lim.rlim_cur
+        let target = wanted.min(hard);
+        match rlimit::Resource::NOFILE.set(target, hard) {
+            Ok(()) => target,
+            Err(_) => soft,
         }
     }
 
