@@ -3,7 +3,7 @@
 # everything is there). Run as root, or with sudo available, for the apt packages.
 set -euo pipefail
 
-apt_packages=(curl python3)
+apt_packages=(curl python3 shadowsocks-libev)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -14,6 +14,10 @@ if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}" >&2
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# Debian starts an ss-server service on install; the tests run their own.
+if systemctl is-active --quiet shadowsocks-libev 2>/dev/null; then
+    systemctl stop shadowsocks-libev || true
 fi
 
 for component in rustfmt clippy; do
