@@ -69,9 +69,9 @@ aead_pairings! {
 }
 
 #[test]
-fn sip022_ours_to_ours_tcp() {
+fn sip022_ours_to_ours_tcp_and_udp() {
     for (method, key) in SIP022_METHODS {
-        pairing(Impl::Ours, Impl::Ours, method, key, false);
+        pairing(Impl::Ours, Impl::Ours, method, key, true);
     }
 }
 

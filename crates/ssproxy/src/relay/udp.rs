@@ -20,7 +20,7 @@ use slab::Slab;
 
 use super::worker::Worker;
 use super::{Role, SharedRef};
-use crate::crypto;
+use crate::crypto::{self, UdpCipher, UdpReceiver, UdpSender};
 use crate::dns::Resolver;
 use crate::protocol::Address;
 use crate::protocol::socks5;
@@ -34,10 +34,28 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// At most this many associations per worker; beyond it new clients are dropped.
 const MAX_ASSOCIATIONS: usize = 16_384;
 
+/// What an association is keyed by: the client's address, or (SIP022 server)
+/// the client's session id, so that a client whose address changes keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Peer {
+    Addr(SocketAddr),
+    Session(u64),
+}
+
+/// SIP022: one client session's sending and receiving state.
+struct Session2022 {
+    sender: UdpSender,
+    /// Server: the client's session. Local: the server's, once it has answered.
+    receiver: Option<UdpReceiver>,
+}
+
 /// One client's association.
 struct Association {
-    /// Where the client is.
+    peer: Peer,
+    /// Where the client is (its latest address).
     client: SocketAddr,
+    /// SIP022 state; `None` for SIP004.
+    session: Option<Box<Session2022>>,
     /// The socket clients talk to (ours), to send replies from.
     listener: Rc<UdpSocket>,
     /// The outbound socket.
@@ -50,7 +68,9 @@ struct Association {
 #[derive(Default)]
 pub struct UdpRelay {
     associations: Slab<Association>,
-    by_client: HashMap<SocketAddr, usize>,
+    by_peer: HashMap<Peer, usize>,
+    /// SIP022: the PSK's cipher, made on first use.
+    cipher: Option<Rc<UdpCipher>>,
     packet: Vec<u8>,
     out: Vec<u8>,
 }
@@ -90,7 +110,7 @@ pub fn start_sweeper(lp: &mut EventLoop<Worker>, worker: &Worker) {
 
 fn remove_association(cx: &mut Ctx<'_, Worker>, key: usize) {
     if let Some(a) = cx.data.udp.associations.try_remove(key) {
-        cx.data.udp.by_client.remove(&a.client);
+        cx.data.udp.by_peer.remove(&a.peer);
         let _ = cx.lp.remove(a.token);
         log::debug!("udp: association of {} closed", a.client);
     }
@@ -118,47 +138,137 @@ fn on_client_datagrams(cx: &mut Ctx<'_, Worker>, listener: &Rc<UdpSocket>) -> io
     Ok(())
 }
 
+fn cipher_2022(cx: &mut Ctx<'_, Worker>) -> Option<Rc<UdpCipher>> {
+    if let Some(cipher) = &cx.data.udp.cipher {
+        return Some(Rc::clone(cipher));
+    }
+    match UdpCipher::new(&cx.data.shared.key) {
+        Ok(cipher) => {
+            let cipher = Rc::new(cipher);
+            cx.data.udp.cipher = Some(Rc::clone(&cipher));
+            Some(cipher)
+        }
+        Err(e) => {
+            log::error!("udp: {e}");
+            None
+        }
+    }
+}
+
+/// A datagram's destination, once decrypted on the server.
+struct Inbound {
+    peer: Peer,
+    target: Address,
+    payload: Vec<u8>,
+    /// SIP022: the session state to keep if this is a new client session.
+    new_session: Option<Box<Session2022>>,
+}
+
 /// Server: decrypt, check, resolve, forward to the destination.
 fn server_from_client(cx: &mut Ctx<'_, Worker>, listener: &Rc<UdpSocket>, client: SocketAddr, packet: &mut [u8]) {
-    let shared = cx.data.shared.clone();
-    if shared.key.method().is_2022() {
-        log::debug!("udp: {client}: SIP022 UDP is not relayed by this server; datagram dropped");
-        return;
-    }
-    let salt_len = shared.key.method().salt_len();
-    if packet.len() > salt_len && !shared.fresh_salt(&packet[..salt_len]) {
-        log::warn!("udp: {client}: replayed salt; datagram dropped");
-        return;
-    }
-    let plain = match crypto::decrypt_packet(&shared.key, packet) {
-        Ok(plain) => plain,
-        Err(e) => {
-            log::warn!("udp: {client}: {e}; datagram dropped");
+    let inbound = if cx.data.shared.key.method().is_2022() {
+        open_2022_from_client(cx, packet)
+    } else {
+        open_aead_from_client(cx, client, packet)
+    };
+    let inbound = match inbound {
+        Ok(inbound) => inbound,
+        Err(why) => {
+            log::warn!("udp: {client}: {why}; datagram dropped");
             return;
         }
     };
-    let (target, n) = match Address::parse(plain) {
-        Ok(Some(parsed)) => parsed,
-        Ok(None) | Err(_) => {
-            log::warn!("udp: {client}: malformed target address; datagram dropped");
-            return;
-        }
-    };
-    let payload = plain[n..].to_vec();
+    let Inbound {
+        peer,
+        target,
+        payload,
+        new_session,
+    } = inbound;
+    let mut new_session = new_session;
     match target {
         Address::Domain(name, port) => {
             let listener = Rc::clone(listener);
             Resolver::resolve(cx, &name, move |cx, result| match result {
-                Ok(addrs) => forward(cx, &listener, client, SocketAddr::new(addrs[0], port), &payload),
+                Ok(addrs) => {
+                    let dest = SocketAddr::new(addrs[0], port);
+                    forward(cx, &listener, peer, client, dest, &payload, new_session.take());
+                }
                 Err(e) => log::info!("udp: {client}: {e}; datagram dropped"),
             });
         }
         other => {
             if let Some(dest) = other.socket_addr() {
-                forward(cx, listener, client, dest, &payload);
+                forward(cx, listener, peer, client, dest, &payload, new_session);
             }
         }
     }
+}
+
+fn split_target(plain: &[u8]) -> Result<(Address, Vec<u8>), String> {
+    match Address::parse(plain) {
+        Ok(Some((target, n))) => Ok((target, plain[n..].to_vec())),
+        Ok(None) => Err("truncated target address".to_string()),
+        Err(e) => Err(format!("bad target address: {e}")),
+    }
+}
+
+fn open_aead_from_client(cx: &mut Ctx<'_, Worker>, client: SocketAddr, packet: &mut [u8]) -> Result<Inbound, String> {
+    let shared = &cx.data.shared;
+    let salt_len = shared.key.method().salt_len();
+    let salt = packet
+        .get(..salt_len)
+        .map(<[u8]>::to_vec)
+        .ok_or("datagram shorter than a salt")?;
+    let plain = crypto::decrypt_packet(&shared.key, packet).map_err(|e| e.to_string())?;
+    // Only authenticated salts enter the filter, so forgeries cannot fill it.
+    if !shared.fresh_salt(&salt) {
+        return Err("replayed salt".to_string());
+    }
+    let (target, payload) = split_target(plain)?;
+    Ok(Inbound {
+        peer: Peer::Addr(client),
+        target,
+        payload,
+        new_session: None,
+    })
+}
+
+fn open_2022_from_client(cx: &mut Ctx<'_, Worker>, packet: &mut [u8]) -> Result<Inbound, String> {
+    let cipher = cipher_2022(cx).ok_or("no SIP022 cipher")?;
+    let envelope = cipher.open(packet).map_err(|e| e.to_string())?;
+    let peer = Peer::Session(envelope.session_id());
+    if let Some(&key) = cx.data.udp.by_peer.get(&peer) {
+        let session = cx.data.udp.associations[key]
+            .session
+            .as_mut()
+            .ok_or("session without SIP022 state")?;
+        let receiver = session.receiver.as_mut().ok_or("session without a receiver")?;
+        let message = receiver.open(envelope).map_err(|e| e.to_string())?;
+        let (target, payload) = split_target(message.address).map(|(t, _)| (t, message.payload.to_vec()))?;
+        return Ok(Inbound {
+            peer,
+            target,
+            payload,
+            new_session: None,
+        });
+    }
+    // A new session: keep nothing for it until its body authenticates.
+    let session_id = envelope.session_id();
+    let mut receiver = UdpReceiver::from_client(&cipher, session_id);
+    let message = receiver.open(envelope).map_err(|e| e.to_string())?;
+    let (target, _) = split_target(message.address)?;
+    let payload = message.payload.to_vec();
+    let sender = UdpSender::server(&cipher, session_id).map_err(|e| e.to_string())?;
+    let session = Box::new(Session2022 {
+        sender,
+        receiver: Some(receiver),
+    });
+    Ok(Inbound {
+        peer,
+        target,
+        payload,
+        new_session: Some(session),
+    })
 }
 
 /// Local: unwrap SOCKS5 (or take the tunnel's target), encrypt, send to the server.
@@ -180,42 +290,72 @@ fn local_from_client(
             }
         },
     };
-    if cx.data.shared.key.method().is_2022() {
-        log::debug!("udp: {client}: SIP022 UDP is not relayed by this local; datagram dropped");
-        return;
-    }
-    let mut plain = Vec::with_capacity(target.serialized_len() + payload.len());
-    target.write_to(&mut plain);
-    plain.extend_from_slice(payload);
+    let peer = Peer::Addr(client);
+    let key = match cx.data.udp.by_peer.get(&peer) {
+        Some(&key) => key,
+        None => {
+            let session = if cx.data.shared.key.method().is_2022() {
+                let Some(cipher) = cipher_2022(cx) else { return };
+                match UdpSender::client(&cipher) {
+                    Ok(sender) => Some(Box::new(Session2022 { sender, receiver: None })),
+                    Err(e) => return log::error!("udp: {e}"),
+                }
+            } else {
+                None
+            };
+            match open_association(cx, listener, peer, client, session) {
+                Ok(key) => key,
+                Err(e) => return log::warn!("udp: {client}: {e}"),
+            }
+        }
+    };
     let mut sealed = std::mem::take(&mut cx.data.udp.out);
     sealed.clear();
-    if let Err(e) = crypto::encrypt_packet(&cx.data.shared.key, &plain, &mut sealed) {
-        log::error!("udp: encrypt: {e}");
-    } else {
-        forward(cx, listener, client, server, &sealed);
+    let target_bytes = target.to_bytes();
+    let result = match cx.data.udp.associations[key].session.as_mut() {
+        Some(session) => session.sender.seal(&target_bytes, payload, &mut sealed),
+        None => {
+            let mut plain = target_bytes;
+            plain.extend_from_slice(payload);
+            crypto::encrypt_packet(&cx.data.shared.key, &plain, &mut sealed)
+        }
+    };
+    match result {
+        Ok(()) => send_outbound(cx, key, client, server, &sealed),
+        Err(e) => log::error!("udp: encrypt: {e}"),
     }
     cx.data.udp.out = sealed;
 }
 
-/// Send `payload` to `dest` from `client`'s association, creating it if needed.
-fn forward(cx: &mut Ctx<'_, Worker>, listener: &Rc<UdpSocket>, client: SocketAddr, dest: SocketAddr, payload: &[u8]) {
+/// Server: send `payload` to `dest` from the peer's association, creating it if needed.
+fn forward(
+    cx: &mut Ctx<'_, Worker>,
+    listener: &Rc<UdpSocket>,
+    peer: Peer,
+    client: SocketAddr,
+    dest: SocketAddr,
+    payload: &[u8],
+    new_session: Option<Box<Session2022>>,
+) {
     let shared = cx.data.shared.clone();
-    if matches!(shared.role, Role::Server) && shared.forbidden.contains(dest.ip()) {
+    if shared.forbidden.contains(dest.ip()) {
         log::warn!("udp: {client}: refusing to relay to {dest}: forbidden address (see forbidden_ip)");
         return;
     }
-    let key = match cx.data.udp.by_client.get(&client) {
+    let key = match cx.data.udp.by_peer.get(&peer) {
         Some(&key) => key,
-        None => match open_association(cx, listener, client) {
+        None => match open_association(cx, listener, peer, client, new_session) {
             Ok(key) => key,
-            Err(e) => {
-                log::warn!("udp: {client}: {e}");
-                return;
-            }
+            Err(e) => return log::warn!("udp: {client}: {e}"),
         },
     };
+    send_outbound(cx, key, client, dest, payload);
+}
+
+fn send_outbound(cx: &mut Ctx<'_, Worker>, key: usize, client: SocketAddr, dest: SocketAddr, payload: &[u8]) {
     let assoc = &mut cx.data.udp.associations[key];
     assoc.last_active = Instant::now();
+    assoc.client = client;
     let dest = match (dest, assoc.outbound.local_addr()) {
         // The outbound socket is IPv6: reach IPv4 destinations through mapped addresses.
         (SocketAddr::V4(v4), Ok(SocketAddr::V6(_))) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
@@ -226,7 +366,13 @@ fn forward(cx: &mut Ctx<'_, Worker>, listener: &Rc<UdpSocket>, client: SocketAdd
     }
 }
 
-fn open_association(cx: &mut Ctx<'_, Worker>, listener: &Rc<UdpSocket>, client: SocketAddr) -> io::Result<usize> {
+fn open_association(
+    cx: &mut Ctx<'_, Worker>,
+    listener: &Rc<UdpSocket>,
+    peer: Peer,
+    client: SocketAddr,
+    session: Option<Box<Session2022>>,
+) -> io::Result<usize> {
     if cx.data.udp.associations.len() >= MAX_ASSOCIATIONS {
         return Err(io::Error::other("too many UDP associations; datagram dropped"));
     }
@@ -246,13 +392,15 @@ fn open_association(cx: &mut Ctx<'_, Worker>, listener: &Rc<UdpSocket>, client: 
         move |cx: &mut Ctx<'_, Worker>, _: &mut Rc<UdpSocket>, _, _| on_outbound_datagrams(cx, key, &reader),
     )?;
     entry.insert(Association {
+        peer,
         client,
+        session,
         listener: Rc::clone(listener),
         outbound,
         token,
         last_active: Instant::now(),
     });
-    cx.data.udp.by_client.insert(client, key);
+    cx.data.udp.by_peer.insert(peer, key);
     log::debug!("udp: association for {client}");
     Ok(key)
 }
@@ -261,6 +409,11 @@ fn on_outbound_datagrams(cx: &mut Ctx<'_, Worker>, key: usize, outbound: &Rc<Udp
     let shared: SharedRef = cx.data.shared.clone();
     let mut packet = std::mem::take(&mut cx.data.udp.packet);
     packet.resize(MAX_DATAGRAM, 0);
+    let cipher = if shared.key.method().is_2022() {
+        cipher_2022(cx)
+    } else {
+        None
+    };
     for _ in 0..RECV_BATCH {
         let (n, from) = match outbound.recv_from(&mut packet) {
             Ok(received) => received,
@@ -276,44 +429,91 @@ fn on_outbound_datagrams(cx: &mut Ctx<'_, Worker>, key: usize, outbound: &Rc<Udp
         if !Rc::ptr_eq(&assoc.outbound, outbound) {
             break; // the association was replaced; this socket is on its way out
         }
-        assoc.last_active = Instant::now();
         let mut reply = Vec::with_capacity(n + 64);
-        match &shared.role {
-            Role::Server => {
-                // From a destination: wrap [source address][payload] for the client.
-                let mut plain = Vec::with_capacity(n + 32);
-                Address::from(unmap(from)).write_to(&mut plain);
-                plain.extend_from_slice(&packet[..n]);
-                if let Err(e) = crypto::encrypt_packet(&shared.key, &plain, &mut reply) {
-                    log::error!("udp: encrypt: {e}");
-                    continue;
-                }
-            }
-            Role::Local { tunnel, .. } => {
-                // From the server: unwrap, then hand to the application.
-                let plain = match crypto::decrypt_packet(&shared.key, &mut packet[..n]) {
-                    Ok(plain) => plain,
-                    Err(e) => {
-                        log::warn!("udp: from the server {from}: {e}; datagram dropped");
-                        continue;
-                    }
-                };
-                let Ok(Some((source, len))) = Address::parse(plain) else {
-                    log::warn!("udp: from the server {from}: malformed address; datagram dropped");
-                    continue;
-                };
-                if tunnel.is_none() {
-                    socks5::write_udp_header(&source, &mut reply);
-                }
-                reply.extend_from_slice(&plain[len..]);
-            }
+        let result = match &shared.role {
+            Role::Server => seal_for_client(&shared, assoc, unmap(from), &packet[..n], &mut reply),
+            Role::Local { tunnel, .. } => open_from_server(
+                &shared,
+                cipher.as_deref(),
+                assoc,
+                &mut packet[..n],
+                tunnel.is_none(),
+                &mut reply,
+            ),
+        };
+        if let Err(why) = result {
+            log::warn!("udp: datagram from {from}: {why}; dropped");
+            continue;
         }
-        let assoc = &cx.data.udp.associations[key];
+        assoc.last_active = Instant::now();
         if let Err(e) = assoc.listener.send_to(&reply, assoc.client) {
             log::debug!("udp: reply to {}: {e}", assoc.client);
         }
     }
     cx.data.udp.packet = packet;
+    Ok(())
+}
+
+/// Server: wrap a destination's datagram as [source address][payload] for the client.
+fn seal_for_client(
+    shared: &SharedRef,
+    assoc: &mut Association,
+    source: SocketAddr,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let source = Address::from(source).to_bytes();
+    match assoc.session.as_mut() {
+        Some(session) => session.sender.seal(&source, payload, out).map_err(|e| e.to_string()),
+        None => {
+            let mut plain = source;
+            plain.extend_from_slice(payload);
+            crypto::encrypt_packet(&shared.key, &plain, out).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Local: unwrap the server's datagram; with SOCKS5, add the UDP request header.
+fn open_from_server(
+    shared: &SharedRef,
+    cipher: Option<&UdpCipher>,
+    assoc: &mut Association,
+    packet: &mut [u8],
+    socks: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let (source, payload) = match (assoc.session.as_mut(), cipher) {
+        (Some(session), Some(cipher)) => {
+            let envelope = cipher.open(packet).map_err(|e| e.to_string())?;
+            let server_session = envelope.session_id();
+            // The server may start a new session (after a restart): accept it once
+            // its packet authenticates.
+            let mut fresh = None;
+            let receiver = match session.receiver.as_mut() {
+                Some(r) if r.session_id() == server_session => r,
+                _ => fresh.insert(UdpReceiver::from_server(
+                    cipher,
+                    server_session,
+                    session.sender.session_id(),
+                )),
+            };
+            let message = receiver.open(envelope).map_err(|e| e.to_string())?;
+            let (source, _) = split_target(message.address)?;
+            let payload = message.payload.to_vec();
+            if let Some(receiver) = fresh {
+                session.receiver = Some(receiver);
+            }
+            (source, payload)
+        }
+        _ => {
+            let plain = crypto::decrypt_packet(&shared.key, packet).map_err(|e| e.to_string())?;
+            split_target(plain)?
+        }
+    };
+    if socks {
+        socks5::write_udp_header(&source, out);
+    }
+    out.extend_from_slice(&payload);
     Ok(())
 }
 
