@@ -264,6 +264,25 @@ mod tests {
         }
     }
 
+    /// The portable path, through the loop, as BSD and macOS run it.
+    #[test]
+    fn self_pipe_delivers_signals_through_the_loop() {
+        let mut lp: crate::EventLoop<Vec<Signal>> = crate::EventLoop::new().unwrap();
+        let pipe = SelfPipe::new(&[libc::SIGCHLD]).unwrap();
+        let token = lp
+            .add_signal_source(pipe, |cx, signal| {
+                cx.data.push(signal);
+                cx.lp.stop();
+            })
+            .unwrap();
+        // SAFETY: raise has no preconditions; SIGCHLD now has our handler.
+        assert_eq!(unsafe { libc::raise(libc::SIGCHLD) }, 0);
+        let mut got = Vec::new();
+        lp.run(&mut got).unwrap();
+        assert_eq!(got, [libc::SIGCHLD]);
+        lp.remove(token).unwrap();
+    }
+
     #[test]
     fn self_pipe_reports_a_raised_signal() {
         let mut pipe = SelfPipe::new(&[libc::SIGUSR2]).unwrap();
