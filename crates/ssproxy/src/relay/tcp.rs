@@ -113,6 +113,8 @@ impl Conn {
             Stage::Resolving | Stage::Connecting => {
                 (self.stage_started + shared.connect_timeout).min(self.last_active + shared.idle_timeout)
             }
+            // A failed client cannot keep itself alive by sending more junk.
+            Stage::Draining => self.stage_started + shared.idle_timeout,
             _ => self.last_active + shared.idle_timeout,
         }
     }
@@ -348,8 +350,13 @@ fn read_client(cx: &mut Ctx<'_, Worker>, id: ConnId, events: Events) -> io::Resu
             _ => match &mut conn.codec {
                 Codec::Server(codec) => {
                     if let Err(e) = codec.up(data, conn.up.tail()) {
-                        // Say nothing, change nothing the client can see: keep reading.
-                        log::warn!("tcp: {}: {e}; ignoring it until the idle timeout", conn.peer);
+                        if conn.stage != Stage::ServerHeader {
+                            // Authenticated before: an error now is tampering, not a probe.
+                            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("from the client: {e}")));
+                        }
+                        // A probe: say nothing, change nothing it can see; read and ignore
+                        // until the timeout.
+                        log::warn!("tcp: {}: {e}; ignoring it until the timeout", conn.peer);
                         conn.set_stage(Stage::Draining);
                         conn.up = Pending::default();
                         conn.down = Pending::default();
