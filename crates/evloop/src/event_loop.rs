@@ -474,8 +474,15 @@ impl<D: 'static> EventLoop<D> {
                 format!("{backend}: {token}: cannot take the source of a running handler"),
             ));
         }
-        let entry = self.detach(token)?.expect("idle entries are returned");
-        Ok(*entry.into_source().downcast::<S>().expect("type checked above"))
+        let fd = slot.fd;
+        match self.detach(token)? {
+            Some(entry) => Ok(*entry.into_source().downcast::<S>().expect("type checked above")),
+            // Its fd was closed behind the loop's back: there is nothing left to hand back.
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{backend}: {token}: fd {fd} was closed without remove(); its registration is dropped"),
+            )),
+        }
     }
 
     /// Unregister and free the slot; returns the entry unless its handler is running.

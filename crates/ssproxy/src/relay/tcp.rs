@@ -352,7 +352,10 @@ fn read_client(cx: &mut Ctx<'_, Worker>, id: ConnId, events: Events) -> io::Resu
                     if let Err(e) = codec.up(data, conn.up.tail()) {
                         if conn.stage != Stage::ServerHeader {
                             // Authenticated before: an error now is tampering, not a probe.
-                            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("from the client: {e}")));
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!("from the client: {e}"),
+                            ));
                         }
                         // A probe: say nothing, change nothing it can see; read and ignore
                         // until the timeout.
