@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::events::{Events, POLL_NVAL};
-use crate::poller::{Backend, PollEvent, Poller, fd_is_open};
+use crate::poller::{Backend, LoopPoller, fd_is_open};
 use crate::signal::{Signal, SignalSource};
 use crate::timer::{TimerId, TimerQueue};
 use crate::waker::{LoopHandle, Waker};
@@ -28,6 +28,14 @@ impl Token {
     /// The token as one integer (for logs, or as a map key).
     pub const fn as_u64(self) -> u64 {
         (self.generation as u64) << 32 | self.index as u64
+    }
+
+    /// The token of [`as_u64`](Self::as_u64)'s integer.
+    pub const fn from_u64(value: u64) -> Token {
+        Token {
+            index: value as u32,
+            generation: (value >> 32) as u32,
+        }
     }
 }
 
@@ -103,28 +111,29 @@ impl<S: 'static, D, H: Handler<S, D>> Entry<D> for Registered<S, H> {
 }
 
 type BoxedEntry<D> = Box<dyn Entry<D>>;
+/// A `set_handler` that arrived while the handler it replaces was running.
 type Replacement<D> = Box<dyn FnOnce(Box<dyn Any>) -> BoxedEntry<D>>;
 
-enum SlotState<D> {
-    Vacant {
-        next_free: u32,
-    },
-    Idle(BoxedEntry<D>),
-    /// The entry is out, running its handler.
-    Dispatching {
-        replacement: Option<Replacement<D>>,
-    },
-}
-
+/// One registration, or a vacant place for one (`fd == VACANT`).
 struct Slot<D> {
     generation: u32,
     fd: RawFd,
+    mode: Events,
+    /// `None` while its handler runs (and while vacant).
+    entry: Option<BoxedEntry<D>>,
     /// The source's type, so that `set_handler` and `take` can check it even while
     /// the entry is out running its handler.
     source_type: TypeId,
-    mode: Events,
-    state: SlotState<D>,
+    next_free: u32,
 }
+
+impl<D> Slot<D> {
+    fn is_live(&self) -> bool {
+        self.fd != VACANT
+    }
+}
+
+const VACANT: RawFd = -1;
 
 const NO_FREE: u32 = u32::MAX;
 const NO_TOKEN: Token = Token {
@@ -192,7 +201,7 @@ impl Builder {
             Some(b) => b,
             None => Backend::auto()?,
         };
-        let poller = backend.open()?;
+        let poller = LoopPoller::open(backend)?;
         log::debug!("using event model: {backend}");
         Ok(EventLoop {
             poller,
@@ -201,8 +210,7 @@ impl Builder {
             free_head: NO_FREE,
             registered: 0,
             fd_tokens: Vec::new(),
-            polled: Vec::new(),
-            ready: Vec::new(),
+            replacements: Vec::new(),
             timers: TimerQueue::new(),
             periodics: Vec::new(),
             next_periodic: 0,
@@ -244,19 +252,15 @@ impl Builder {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct EventLoop<D = ()> {
-    poller: Box<dyn Poller>,
+    poller: LoopPoller,
     backend: Backend,
     slots: Vec<Slot<D>>,
     free_head: u32,
     registered: usize,
     /// fd number -> the registration that owns it (`NO_TOKEN` if none).
     fd_tokens: Vec<Token>,
-    /// The poller's output, reused across polls.
-    polled: Vec<PollEvent>,
-    /// This batch's events, already turned into tokens: fds are looked up once,
-    /// right after the poll, so a number reused later in the batch cannot divert
-    /// an event to its new owner.
-    ready: Vec<(Token, Events)>,
+    /// `set_handler` calls for handlers that were running at the time.
+    replacements: Vec<(Token, Replacement<D>)>,
     timers: TimerQueue<Callback<D>>,
     periodics: Vec<Periodic<D>>,
     next_periodic: u64,
@@ -330,33 +334,29 @@ impl<D: 'static> EventLoop<D> {
             );
             self.drop_stale(old);
         }
-        self.poller.register(fd, mode)?;
-        let index = if self.free_head != NO_FREE {
-            let index = self.free_head;
-            let slot = &mut self.slots[index as usize];
-            if let SlotState::Vacant { next_free } = slot.state {
-                self.free_head = next_free;
-            }
+        let index = match self.free_head {
+            NO_FREE => u32::try_from(self.slots.len()).expect("fewer than 2^32 registrations"),
+            free => free,
+        };
+        let generation = self.slots.get(index as usize).map_or(0, |s| s.generation);
+        let token = Token { index, generation };
+        self.poller.register(fd, mode, token)?;
+        if let Some(slot) = self.slots.get_mut(index as usize) {
+            self.free_head = slot.next_free;
             slot.fd = fd;
             slot.mode = mode;
             slot.source_type = source_type;
-            slot.state = SlotState::Idle(entry);
-            index
+            slot.entry = Some(entry);
         } else {
-            let index = u32::try_from(self.slots.len()).expect("fewer than 2^32 registrations");
             self.slots.push(Slot {
-                generation: 0,
+                generation,
                 fd,
                 mode,
+                entry: Some(entry),
                 source_type,
-                state: SlotState::Idle(entry),
+                next_free: NO_FREE,
             });
-            index
-        };
-        let token = Token {
-            index,
-            generation: self.slots[index as usize].generation,
-        };
+        }
         if self.fd_tokens.len() <= fd_index {
             self.fd_tokens.resize(fd_index + 1, NO_TOKEN);
         }
@@ -369,7 +369,7 @@ impl<D: 'static> EventLoop<D> {
         let backend = self.backend;
         self.slots
             .get_mut(token.index as usize)
-            .filter(|s| s.generation == token.generation && !matches!(s.state, SlotState::Vacant { .. }))
+            .filter(|s| s.generation == token.generation && s.is_live())
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{backend}: {token} is not registered")))
     }
 
@@ -377,14 +377,14 @@ impl<D: 'static> EventLoop<D> {
     pub fn contains(&self, token: Token) -> bool {
         self.slots
             .get(token.index as usize)
-            .is_some_and(|s| s.generation == token.generation && !matches!(s.state, SlotState::Vacant { .. }))
+            .is_some_and(|s| s.generation == token.generation && s.is_live())
     }
 
     /// The fd and mode of a live registration.
     pub fn registration(&self, token: Token) -> Option<(RawFd, Events)> {
         self.slots
             .get(token.index as usize)
-            .filter(|s| s.generation == token.generation && !matches!(s.state, SlotState::Vacant { .. }))
+            .filter(|s| s.generation == token.generation && s.is_live())
             .map(|s| (s.fd, s.mode))
     }
 
@@ -396,7 +396,7 @@ impl<D: 'static> EventLoop<D> {
         }
         let fd = slot.fd;
         slot.mode = mode;
-        self.poller.modify(fd, mode)
+        self.poller.modify(fd, mode, token)
     }
 
     /// Replace the handler of a registration, and its mode: the original's
@@ -418,23 +418,22 @@ impl<D: 'static> EventLoop<D> {
         if slot.source_type != TypeId::of::<S>() {
             return Err(wrong_type());
         }
-        match &mut slot.state {
-            SlotState::Idle(_) => {
-                let SlotState::Idle(entry) =
-                    std::mem::replace(&mut slot.state, SlotState::Dispatching { replacement: None })
-                else {
-                    unreachable!()
-                };
+        match slot.entry.take() {
+            Some(entry) => {
                 let source = *entry.into_source().downcast::<S>().expect("source type checked above");
-                slot.state = SlotState::Idle(Box::new(Registered { source, handler }));
+                slot.entry = Some(Box::new(Registered { source, handler }));
             }
-            SlotState::Dispatching { replacement } => {
-                *replacement = Some(Box::new(move |source: Box<dyn Any>| -> BoxedEntry<D> {
-                    let source = *source.downcast::<S>().expect("source type checked by set_handler");
-                    Box::new(Registered { source, handler })
-                }));
+            None => {
+                // Its handler is running: the new one takes over when it returns.
+                self.replacements.retain(|(t, _)| *t != token);
+                self.replacements.push((
+                    token,
+                    Box::new(move |source: Box<dyn Any>| -> BoxedEntry<D> {
+                        let source = *source.downcast::<S>().expect("source type checked by set_handler");
+                        Box::new(Registered { source, handler })
+                    }),
+                ));
             }
-            SlotState::Vacant { .. } => unreachable!("slot_mut returns live slots"),
         }
         self.modify(token, mode)
     }
@@ -442,10 +441,12 @@ impl<D: 'static> EventLoop<D> {
     /// The source of a registration that is not running its handler right now, if
     /// it is an `S`: how a handler reaches the other socket of its connection.
     pub fn source_mut<S: 'static>(&mut self, token: Token) -> Option<&mut S> {
-        match &mut self.slot_mut(token).ok()?.state {
-            SlotState::Idle(entry) => entry.source_mut().downcast_mut::<S>(),
-            _ => None,
-        }
+        self.slot_mut(token)
+            .ok()?
+            .entry
+            .as_mut()?
+            .source_mut()
+            .downcast_mut::<S>()
     }
 
     /// Unregister a source, then drop (close) it. A handler may remove any
@@ -468,7 +469,7 @@ impl<D: 'static> EventLoop<D> {
                 format!("{backend}: {token}: its source is not a {}", std::any::type_name::<S>()),
             ));
         }
-        if !matches!(slot.state, SlotState::Idle(_)) {
+        if slot.entry.is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 format!("{backend}: {token}: cannot take the source of a running handler"),
@@ -488,18 +489,7 @@ impl<D: 'static> EventLoop<D> {
     /// Unregister and free the slot; returns the entry unless its handler is running.
     /// A source whose fd turns out closed is forgotten, never closed again.
     fn detach(&mut self, token: Token) -> io::Result<Option<BoxedEntry<D>>> {
-        let free_head = self.free_head;
-        let slot = self.slot_mut(token)?;
-        let fd = slot.fd;
-        let state = std::mem::replace(&mut slot.state, SlotState::Vacant { next_free: free_head });
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free_head = token.index;
-        self.registered -= 1;
-        if let Some(t) = self.fd_tokens.get_mut(fd as usize)
-            && *t == token
-        {
-            *t = NO_TOKEN;
-        }
+        let (fd, entry) = self.vacate(token)?;
         let unregistered = self.poller.unregister(fd);
         // epoll checks the fd in the kernel; the other backends keep their own
         // tables and would happily "unregister" a closed number, so ask the kernel.
@@ -513,23 +503,24 @@ impl<D: 'static> EventLoop<D> {
             }
             Ok(()) => self.backend != Backend::Epoll && !fd_is_open(fd),
         };
-        match state {
-            SlotState::Idle(entry) if closed => {
+        match entry {
+            Some(entry) if closed => {
                 entry.forget_source();
                 Ok(None)
             }
-            SlotState::Idle(entry) => Ok(Some(entry)),
-            _ => Ok(None),
+            entry => Ok(entry),
         }
     }
 
-    /// Drop a registration whose fd was found closed (or reused), without closing it.
-    fn drop_stale(&mut self, token: Token) {
+    /// Free a live slot (its token goes stale) and forget its fd; returns the fd
+    /// and the entry, unless its handler is running (then `put_back` drops it).
+    fn vacate(&mut self, token: Token) -> io::Result<(RawFd, Option<BoxedEntry<D>>)> {
         let free_head = self.free_head;
-        let Ok(slot) = self.slot_mut(token) else { return };
-        let fd = slot.fd;
-        let state = std::mem::replace(&mut slot.state, SlotState::Vacant { next_free: free_head });
+        let slot = self.slot_mut(token)?;
+        let fd = std::mem::replace(&mut slot.fd, VACANT);
+        let entry = slot.entry.take();
         slot.generation = slot.generation.wrapping_add(1);
+        slot.next_free = free_head;
         self.free_head = token.index;
         self.registered -= 1;
         if let Some(t) = self.fd_tokens.get_mut(fd as usize)
@@ -537,9 +528,18 @@ impl<D: 'static> EventLoop<D> {
         {
             *t = NO_TOKEN;
         }
+        if !self.replacements.is_empty() {
+            self.replacements.retain(|(t, _)| *t != token);
+        }
+        Ok((fd, entry))
+    }
+
+    /// Drop a registration whose fd was found closed (or reused), without closing it.
+    fn drop_stale(&mut self, token: Token) {
+        let Ok((fd, entry)) = self.vacate(token) else { return };
         // Best effort: epoll may still hold the entry if the file lives on in a dup.
         let _ = self.poller.unregister(fd);
-        if let SlotState::Idle(entry) = state {
+        if let Some(entry) = entry {
             entry.forget_source();
         }
     }
@@ -616,7 +616,14 @@ impl<D: 'static> EventLoop<D> {
         self.add(
             reader,
             crate::events::POLL_IN,
-            |_cx: &mut Ctx<'_, D>, reader: &mut crate::waker::WakeReader, _, _| reader.drain(),
+            |cx: &mut Ctx<'_, D>, reader: &mut crate::waker::WakeReader, _, _| {
+                // A handle's stop request always comes with a wake-up, so the flag is
+                // checked here and not on every iteration.
+                if reader.drain()? {
+                    cx.lp.stop();
+                }
+                Ok(())
+            },
         )?;
         let handle = waker.handle();
         self.waker = Some(waker);
@@ -674,17 +681,19 @@ impl<D: 'static> EventLoop<D> {
     /// Run until [`stop`](Self::stop) is called (from a callback or a
     /// [`LoopHandle`]). Returns early only if the poller itself fails.
     pub fn run(&mut self, data: &mut D) -> io::Result<()> {
+        self.enter()?;
         self.stopping = false;
-        while !self.stopping {
-            self.run_once(None, data)?;
-            if let Some(waker) = &self.waker
-                && waker.take_stop()
-            {
-                break;
+        let result = loop {
+            if let Err(e) = self.iterate(None, data) {
+                break Err(e);
             }
-        }
+            if self.stopping {
+                break Ok(());
+            }
+        };
         self.stopping = false;
-        Ok(())
+        self.running = false;
+        result
     }
 
     /// One iteration: poll for at most `timeout` (`None`: until something happens
@@ -692,46 +701,49 @@ impl<D: 'static> EventLoop<D> {
     /// timers and, when due, the periodic callbacks. Returns how many I/O events
     /// were dispatched.
     pub fn run_once(&mut self, timeout: Option<Duration>, data: &mut D) -> io::Result<usize> {
-        if self.running {
-            return Err(io::Error::other(
-                "the loop is already running: run_once called from inside a callback",
-            ));
-        }
-        self.running = true;
+        self.enter()?;
         let result = self.iterate(timeout, data);
         self.running = false;
         result
     }
 
+    fn enter(&mut self) -> io::Result<()> {
+        if self.running {
+            return Err(io::Error::other(
+                "the loop is already running: run or run_once called from inside a callback",
+            ));
+        }
+        self.running = true;
+        Ok(())
+    }
+
     fn iterate(&mut self, timeout: Option<Duration>, data: &mut D) -> io::Result<usize> {
-        let timeout = self.poll_timeout(timeout);
-        match self.poller.poll(timeout, &mut self.polled) {
-            Ok(()) => {}
+        let mut housekeeping = !self.timers.is_empty() || !self.periodics.is_empty();
+        let timeout = if housekeeping {
+            self.poll_timeout(timeout)
+        } else {
+            timeout
+        };
+        let polled = match self.poller.wait(timeout, &self.fd_tokens) {
+            Ok(n) => n,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {
                 // A signal arrived: run the periodic callbacks as soon as possible, as
                 // the original does (it may have been the one asking for a sweep).
                 self.periodic_asap = true;
-                self.polled.clear();
+                housekeeping = true;
+                0
             }
             Err(err) => return Err(err),
+        };
+        let dispatched = self.dispatch_polled(polled, data);
+        if housekeeping {
+            self.fire_timers(data);
+            self.run_periodics_if_due(data);
         }
-        self.ready.clear();
-        for &(fd, events) in &self.polled {
-            let token = self.fd_tokens.get(fd as usize).copied().unwrap_or(NO_TOKEN);
-            if token != NO_TOKEN {
-                self.ready.push((token, events));
-            }
-        }
-        let dispatched = self.dispatch_ready(data);
-        self.fire_timers(data);
-        self.run_periodics_if_due(data);
         Ok(dispatched)
     }
 
     fn poll_timeout(&mut self, timeout: Option<Duration>) -> Option<Duration> {
-        if self.stopping {
-            return Some(Duration::ZERO);
-        }
         let mut deadline = self.timers.next_deadline();
         if !self.periodics.is_empty() {
             let due = if self.periodic_asap {
@@ -748,64 +760,74 @@ impl<D: 'static> EventLoop<D> {
         }
     }
 
-    fn dispatch_ready(&mut self, data: &mut D) -> usize {
+    /// Hand each polled event to its registration's handler. Events carry
+    /// generation-checked tokens, resolved before any handler ran: a registration
+    /// removed earlier in the batch gets nothing, and neither does a newcomer that
+    /// reused its slot or its fd number.
+    fn dispatch_polled(&mut self, polled: usize, data: &mut D) -> usize {
         let mut dispatched = 0;
-        let mut i = 0;
-        while i < self.ready.len() {
-            let (token, events) = self.ready[i];
-            i += 1;
+        for i in 0..polled {
+            let (token, events) = self.poller.event(i);
             let Some(slot) = self.slots.get_mut(token.index as usize) else {
                 continue;
             };
             if slot.generation != token.generation {
-                continue; // removed earlier in this batch: a stale event
+                continue;
             }
-            let entry = match std::mem::replace(&mut slot.state, SlotState::Dispatching { replacement: None }) {
-                SlotState::Idle(entry) => entry,
-                other => {
-                    slot.state = other;
-                    continue;
-                }
-            };
-            let fd = slot.fd;
+            let Some(mut entry) = slot.entry.take() else { continue };
             dispatched += 1;
-            let mut entry = entry;
-            let result = entry.dispatch(&mut Ctx { lp: self, data }, token, events);
-            if let Err(err) = result {
-                log::error!(
-                    "{}: handler for fd {fd} ({token}) failed on {events}: {err}",
-                    self.backend
-                );
+            if let Err(err) = entry.dispatch(&mut Ctx { lp: self, data }, token, events) {
+                self.log_handler_error(token, events, &err);
             }
             self.put_back(token, entry, events);
         }
         dispatched
     }
 
-    fn put_back(&mut self, token: Token, entry: BoxedEntry<D>, events: Events) {
+    #[cold]
+    #[inline(never)]
+    fn log_handler_error(&self, token: Token, events: Events, err: &io::Error) {
+        let fd = self.slots.get(token.index as usize).map_or(-1, |s| s.fd);
+        log::error!(
+            "{}: handler for fd {fd} ({token}) failed on {events}: {err}",
+            self.backend
+        );
+    }
+
+    #[inline]
+    fn put_back(&mut self, token: Token, mut entry: BoxedEntry<D>, events: Events) {
         let slot = &mut self.slots[token.index as usize];
         if slot.generation != token.generation {
             // The handler removed its own registration: now its source may close.
             drop(entry);
             return;
         }
-        let SlotState::Dispatching { replacement } =
-            std::mem::replace(&mut slot.state, SlotState::Vacant { next_free: 0 })
-        else {
-            unreachable!("a live slot stays dispatching while its entry is out")
-        };
-        slot.state = SlotState::Idle(match replacement {
-            Some(replace) => replace(entry.into_source()),
-            None => entry,
-        });
-        if events.contains(POLL_NVAL) {
-            let fd = slot.fd;
-            log::warn!(
-                "{}: fd {fd} ({token}) was closed without remove(); dropping its registration",
-                self.backend
-            );
-            self.drop_stale(token);
+        if !self.replacements.is_empty()
+            && let Some(at) = self.replacements.iter().position(|(t, _)| *t == token)
+        {
+            let (_, replace) = self.replacements.swap_remove(at);
+            entry = replace(entry.into_source());
         }
+        slot.entry = Some(entry);
+        if events.contains(POLL_NVAL) {
+            self.drop_closed(token);
+        }
+    }
+
+    /// The handler has seen `POLL_NVAL`: unless it removed the registration
+    /// itself, drop it without closing the (already closed) fd.
+    #[cold]
+    #[inline(never)]
+    fn drop_closed(&mut self, token: Token) {
+        if !self.contains(token) {
+            return;
+        }
+        let fd = self.slots[token.index as usize].fd;
+        log::warn!(
+            "{}: fd {fd} ({token}) was closed without remove(); dropping its registration",
+            self.backend
+        );
+        self.drop_stale(token);
     }
 
     fn fire_timers(&mut self, data: &mut D) {

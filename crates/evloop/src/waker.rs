@@ -65,6 +65,7 @@ pub(crate) struct Waker {
 /// The reading side, registered with the loop as a source.
 pub(crate) struct WakeReader {
     reader: Channel,
+    shared: Arc<Shared>,
 }
 
 impl Waker {
@@ -74,7 +75,12 @@ impl Waker {
             writer,
             stop: AtomicBool::new(false),
         });
-        Ok((Waker { shared }, WakeReader { reader }))
+        Ok((
+            Waker {
+                shared: Arc::clone(&shared),
+            },
+            WakeReader { reader, shared },
+        ))
     }
 
     pub(crate) fn handle(&self) -> LoopHandle {
@@ -82,27 +88,23 @@ impl Waker {
             shared: Arc::clone(&self.shared),
         }
     }
-
-    /// Whether a handle asked the loop to stop (and clear the request).
-    pub(crate) fn take_stop(&self) -> bool {
-        self.shared.stop.swap(false, Ordering::AcqRel)
-    }
 }
 
 impl WakeReader {
-    /// Empty the channel so that it stops being readable.
-    pub(crate) fn drain(&mut self) -> io::Result<()> {
+    /// Empty the channel so that it stops being readable; true if a handle asked
+    /// the loop to stop (the request is cleared).
+    pub(crate) fn drain(&mut self) -> io::Result<bool> {
         let mut buf = [0u8; 64];
         loop {
             match self.reader.read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) if n < buf.len() => return Ok(()),
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Ok(n) if n == buf.len() => continue,
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
+        Ok(self.shared.stop.swap(false, Ordering::AcqRel))
     }
 }
 

@@ -63,10 +63,54 @@ impl Epoll {
         })
     }
 
-    fn ctl(&mut self, op: libc::c_int, fd: RawFd, mode: Events, name: &'static str) -> io::Result<()> {
+    /// Wait for events and keep them in the poller's own buffer, returning how
+    /// many there are; [`event`](Self::event) reads them. The loop uses this to
+    /// dispatch straight from the kernel's buffer, without a copy.
+    #[inline]
+    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        // SAFETY: the buffer is valid for `len` events and the kernel writes at most that many.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epfd.as_raw_fd(),
+                self.buffer.as_mut_ptr(),
+                self.buffer.len() as libc::c_int,
+                timeout_ms(timeout),
+            )
+        };
+        if n < 0 {
+            return Err(PollerError::os(
+                Backend::Epoll,
+                "poll",
+                None,
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(n as usize)
+    }
+
+    /// Event `i` of the last [`wait`](Self::wait) (`i` below what it returned):
+    /// the key its fd was registered with, and the events.
+    #[inline]
+    pub fn event(&self, i: usize) -> (u64, Events) {
+        let event = self.buffer[i];
+        (event.u64, Events::from_bits(event.events))
+    }
+
+    /// Register `fd` with a key of the caller's choosing, reported by
+    /// [`event`](Self::event) instead of the fd (the loop's tokens).
+    pub fn register_with_key(&mut self, fd: RawFd, mode: Events, key: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, mode, key, "register")
+    }
+
+    /// Change the mode of an fd registered with a key (the key is given again).
+    pub fn modify_with_key(&mut self, fd: RawFd, mode: Events, key: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, mode, key, "modify")
+    }
+
+    fn ctl(&mut self, op: libc::c_int, fd: RawFd, mode: Events, key: u64, name: &'static str) -> io::Result<()> {
         let mut event = libc::epoll_event {
             events: mode.bits(),
-            u64: fd as u64,
+            u64: key,
         };
         // SAFETY: epfd is our open epoll descriptor and `event` lives across the call;
         // the kernel validates `fd` itself.
@@ -85,41 +129,25 @@ impl Epoll {
 
 impl Poller for Epoll {
     fn register(&mut self, fd: RawFd, mode: Events) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, mode, "register")
+        self.register_with_key(fd, mode, fd as u64)
     }
 
     fn unregister(&mut self, fd: RawFd) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_DEL, fd, Events::default(), "unregister")
+        self.ctl(libc::EPOLL_CTL_DEL, fd, Events::default(), 0, "unregister")
     }
 
     fn modify(&mut self, fd: RawFd, mode: Events) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd, mode, "modify")
+        self.modify_with_key(fd, mode, fd as u64)
     }
 
     fn poll(&mut self, timeout: Option<Duration>, out: &mut Vec<PollEvent>) -> io::Result<()> {
         out.clear();
-        // SAFETY: the buffer is valid for `len` events and the kernel writes at most that many.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.epfd.as_raw_fd(),
-                self.buffer.as_mut_ptr(),
-                self.buffer.len() as libc::c_int,
-                timeout_ms(timeout),
-            )
-        };
-        if n < 0 {
-            return Err(PollerError::os(
-                Backend::Epoll,
-                "poll",
-                None,
-                io::Error::last_os_error(),
-            ));
-        }
-        out.extend(
-            self.buffer[..n as usize]
-                .iter()
-                .map(|event| (event.u64 as RawFd, Events::from_bits(event.events))),
-        );
+        let n = self.wait(timeout)?;
+        // Registered through the trait, every key is the fd itself.
+        out.extend((0..n).map(|i| {
+            let (key, events) = self.event(i);
+            (key as RawFd, events)
+        }));
         Ok(())
     }
 

@@ -38,6 +38,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+use crate::event_loop::Token;
 use crate::events::Events;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -195,6 +196,107 @@ impl std::str::FromStr for Backend {
     }
 }
 
+/// The loop's poller. It reports loop tokens rather than fds, resolved before
+/// any handler runs, so that a number reused during dispatch cannot divert an
+/// event: epoll carries the token in the kernel's event data and is read straight
+/// from its buffer; the other backends go through the trait and their fds are
+/// turned into tokens right after the poll.
+pub(crate) struct LoopPoller {
+    inner: Inner,
+    /// The trait backends' output.
+    polled: Vec<PollEvent>,
+    /// The trait backends' output, as tokens.
+    ready: Vec<(Token, Events)>,
+}
+
+enum Inner {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    Epoll(epoll::Epoll),
+    Other(Box<dyn Poller>),
+}
+
+impl LoopPoller {
+    pub(crate) fn open(backend: Backend) -> io::Result<LoopPoller> {
+        let inner = match backend {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Backend::Epoll => Inner::Epoll(epoll::Epoll::new()?),
+            other => Inner::Other(other.open()?),
+        };
+        Ok(LoopPoller {
+            inner,
+            polled: Vec::new(),
+            ready: Vec::new(),
+        })
+    }
+
+    // Only epoll uses the token; elsewhere the fd is the key.
+    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(unused_variables))]
+    pub(crate) fn register(&mut self, fd: RawFd, mode: Events, token: Token) -> io::Result<()> {
+        match &mut self.inner {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Inner::Epoll(e) => e.register_with_key(fd, mode, token.as_u64()),
+            Inner::Other(p) => p.register(fd, mode),
+        }
+    }
+
+    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(unused_variables))]
+    pub(crate) fn modify(&mut self, fd: RawFd, mode: Events, token: Token) -> io::Result<()> {
+        match &mut self.inner {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Inner::Epoll(e) => e.modify_with_key(fd, mode, token.as_u64()),
+            Inner::Other(p) => p.modify(fd, mode),
+        }
+    }
+
+    pub(crate) fn unregister(&mut self, fd: RawFd) -> io::Result<()> {
+        match &mut self.inner {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Inner::Epoll(e) => e.unregister(fd),
+            Inner::Other(p) => p.unregister(fd),
+        }
+    }
+
+    /// Poll; the events are then read with [`event`](Self::event). `owners` maps
+    /// fd numbers to the tokens registered for them.
+    #[inline(always)]
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>, owners: &[Token]) -> io::Result<usize> {
+        match &mut self.inner {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Inner::Epoll(e) => e.wait(timeout),
+            Inner::Other(_) => self.wait_other(timeout, owners),
+        }
+    }
+
+    #[inline(never)]
+    #[allow(irrefutable_let_patterns)] // without epoll, `Other` is the only variant
+    fn wait_other(&mut self, timeout: Option<Duration>, owners: &[Token]) -> io::Result<usize> {
+        let Inner::Other(p) = &mut self.inner else {
+            unreachable!("only called for trait backends")
+        };
+        p.poll(timeout, &mut self.polled)?;
+        self.ready.clear();
+        for &(fd, events) in &self.polled {
+            if let Some(&token) = owners.get(fd as usize) {
+                self.ready.push((token, events));
+            }
+        }
+        Ok(self.ready.len())
+    }
+
+    /// Event `i` of the last wait: whose, and what.
+    #[inline(always)]
+    pub(crate) fn event(&self, i: usize) -> (Token, Events) {
+        match &self.inner {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Inner::Epoll(e) => {
+                let (key, events) = e.event(i);
+                (Token::from_u64(key), events)
+            }
+            Inner::Other(_) => self.ready[i],
+        }
+    }
+}
+
 /// What a poller operation failed on: carried inside the `io::Error` it returns.
 #[derive(Debug)]
 pub struct PollerError {
@@ -224,6 +326,8 @@ impl std::error::Error for PollerError {}
 
 impl PollerError {
     /// An error with a reason of the poller's own (not from a system call).
+    #[cold]
+    #[inline(never)]
     pub fn custom(
         backend: Backend,
         op: &'static str,
@@ -244,6 +348,8 @@ impl PollerError {
     }
 
     /// Wrap a failed system call's error, mapping its errno to the contract's kinds.
+    #[cold]
+    #[inline(never)]
     pub fn os(backend: Backend, op: &'static str, fd: Option<RawFd>, err: io::Error) -> io::Error {
         let errno = err.raw_os_error();
         let kind = match errno {
