@@ -549,7 +549,7 @@ impl<D: 'static> EventLoop<D> {
     where
         F: FnMut(&mut Ctx<'_, D>) + 'static,
     {
-        self.timers.insert(Instant::now() + delay, None, Box::new(callback))
+        self.timers.insert_after(delay, None, Box::new(callback))
     }
 
     /// Run `callback` every `interval` (at least 1 ms), first `interval` from now.
@@ -557,15 +557,12 @@ impl<D: 'static> EventLoop<D> {
     where
         F: FnMut(&mut Ctx<'_, D>) + 'static,
     {
-        self.timers
-            .insert(Instant::now() + interval, Some(interval), Box::new(callback))
+        self.timers.insert_after(interval, Some(interval), Box::new(callback))
     }
 
     /// Cancel a timer; true if it was pending (or firing, and now won't repeat).
     pub fn cancel_timer(&mut self, id: TimerId) -> bool {
-        let pending = self.timers.contains(id);
-        self.timers.cancel(id);
-        pending
+        self.timers.cancel(id)
     }
 
     /// When a timer fires next, if it is pending.
@@ -744,17 +741,20 @@ impl<D: 'static> EventLoop<D> {
     }
 
     fn poll_timeout(&mut self, timeout: Option<Duration>) -> Option<Duration> {
-        let mut deadline = self.timers.next_deadline();
+        let now = crate::timer::monotonic_ns();
+        let mut until = self
+            .timers
+            .next_deadline_ns()
+            .map(|when| Duration::from_nanos(when.saturating_sub(now)));
         if !self.periodics.is_empty() {
             let due = if self.periodic_asap {
-                Instant::now()
+                Duration::ZERO
             } else {
-                self.last_periodic + self.precision
+                (self.last_periodic + self.precision).saturating_duration_since(Instant::now())
             };
-            deadline = Some(deadline.map_or(due, |d| d.min(due)));
+            until = Some(until.map_or(due, |d| d.min(due)));
         }
-        let until_deadline = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        match (timeout, until_deadline) {
+        match (timeout, until) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -834,11 +834,14 @@ impl<D: 'static> EventLoop<D> {
         if self.timers.is_empty() {
             return;
         }
-        let now = Instant::now();
-        let round = self.timers.round();
-        while let Some((id, mut callback)) = self.timers.pop_expired(now, round) {
+        let now = crate::timer::monotonic_ns();
+        // Timers set by these callbacks wait for the next round.
+        for _ in 0..self.timers.round() {
+            let Some((id, mut callback)) = self.timers.pop_expired_ns(now) else {
+                break;
+            };
             callback(&mut Ctx { lp: self, data });
-            self.timers.finish(id, callback, now);
+            self.timers.finish_ns(id, callback, now);
         }
     }
 
