@@ -57,7 +57,9 @@ const MAX_REGS: usize = 24;
 const MAX_HIGH: usize = 16;
 /// At most this many timers per case.
 const MAX_TIMERS: usize = 32;
-/// Width of each backend's range of high descriptor numbers.
+/// The backends' ranges of high descriptor numbers: `FD_BASE + RANGE * i` for
+/// the `i`-th backend of `Backend::ALL`, `RANGE` wide (all below `FD_SETSIZE`).
+const FD_BASE: RawFd = 500;
 const RANGE: RawFd = 100;
 
 /// What a handler (or a timer callback) does when it runs. Indices (`usize`) pick
@@ -183,7 +185,7 @@ impl Model {
             .expect("a known backend");
         Model {
             backend,
-            fd_base: 500 + RANGE * index as RawFd,
+            fd_base: FD_BASE + RANGE * index as RawFd,
             regs: BTreeMap::new(),
             timers: Vec::new(),
             next_handler: 0,
@@ -985,7 +987,24 @@ impl Drop for Case {
     }
 }
 
+/// Make sure the soft limit allows the highest range.
+fn ensure_fd_limit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let needed = (FD_BASE + RANGE * Backend::ALL.len() as RawFd) as u64 + 64;
+        let (soft, hard) = rlimit::Resource::NOFILE.get().expect("getrlimit");
+        if soft < needed {
+            assert!(
+                hard >= needed,
+                "the model test needs RLIMIT_NOFILE >= {needed}; the hard limit is {hard}"
+            );
+            rlimit::Resource::NOFILE.set(needed, hard).expect("setrlimit");
+        }
+    });
+}
+
 fn run_case(backend: Backend, ops: &[Op]) -> Result<(), TestCaseError> {
+    ensure_fd_limit();
     let lp = EventLoop::with_backend(backend).map_err(|e| TestCaseError::fail(format!("{backend}: {e}")))?;
     let mut case = Case {
         lp,
