@@ -16,7 +16,7 @@ mod waker;
 
 pub use event_loop::{Builder, Ctx, EventLoop, Handler, PeriodicId, TIMEOUT_PRECISION, Token, get_sock_error};
 pub use events::{EVENT_NAMES, Events, POLL_ERR, POLL_HUP, POLL_IN, POLL_NULL, POLL_NVAL, POLL_OUT};
-pub use poller::{Backend, PollEvent, Poller, PollerError};
+pub use poller::{BACKEND_ENV, Backend, PollEvent, Poller, PollerError};
 pub use signal::Signal;
 pub use timer::TimerId;
 pub use waker::LoopHandle;
