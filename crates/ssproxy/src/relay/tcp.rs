@@ -113,8 +113,12 @@ impl Conn {
             Stage::Resolving | Stage::Connecting => {
                 (self.stage_started + shared.connect_timeout).min(self.last_active + shared.idle_timeout)
             }
-            // A failed client cannot keep itself alive by sending more junk.
-            Stage::Draining => self.stage_started + shared.idle_timeout,
+            // A failed client cannot keep itself alive by sending more junk, and a
+            // handshake must be complete within the timeout however it trickles in
+            // (slowloris): activity counts only once the relay is streaming.
+            Stage::Draining | Stage::ServerHeader | Stage::SocksGreeting | Stage::SocksRequest => {
+                self.stage_started + shared.idle_timeout
+            }
             _ => self.last_active + shared.idle_timeout,
         }
     }
@@ -285,6 +289,10 @@ pub fn close(cx: &mut Ctx<'_, Worker>, id: ConnId, why: &str) {
     }
     if let Some(q) = conn.query {
         cx.data.resolver.cancel(q);
+    }
+    if cx.data.conns.is_empty() {
+        // After a burst, give the connection table's memory back.
+        cx.data.conns.shrink_to_fit();
     }
     if cx.data.shutting_down() && cx.data.conns.is_empty() {
         log::info!("worker: last connection closed; stopping");
