@@ -227,3 +227,135 @@ fn tunnel_mode_relays_to_the_fixed_destination() {
     assert!(out.status.success());
     assert_eq!(sha256(&out.stdout), sha256(&http.blob));
 }
+
+/// A half-close is relayed, not turned into a teardown: the client shuts down its
+/// sending side, the destination sees end-of-file, and its answer still arrives.
+#[test]
+fn half_close_is_relayed_both_ways() {
+    let dest = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (server_port, local_port) = (free_port(), free_port());
+    let _server = server(Impl::Ours, "chacha20-ietf-poly1305", "pw", server_port, false);
+    let _local = local(
+        Impl::Ours,
+        "chacha20-ietf-poly1305",
+        "pw",
+        server_port,
+        local_port,
+        false,
+    );
+    let (mut client, _) = socks_request(
+        local_port,
+        SocksCommand::Connect,
+        &Address::from(dest.local_addr().unwrap()),
+    )
+    .unwrap();
+    let request = random_bytes(300_000, 11);
+    client.write_all(&request).unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+
+    let (mut upstream, _) = dest.accept().unwrap();
+    upstream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    upstream.read_to_end(&mut got).unwrap(); // ends only if the FIN was relayed
+    assert_eq!(sha256(&got), sha256(&request));
+    let answer = random_bytes(500_000, 12);
+    upstream.write_all(&answer).unwrap();
+    drop(upstream);
+
+    let mut back = Vec::new();
+    client.read_to_end(&mut back).unwrap();
+    assert_eq!(
+        sha256(&back),
+        sha256(&answer),
+        "the answer after the half-close arrived intact"
+    );
+}
+
+/// IPv6: the server and the local on ::1, destinations over IPv6 and IPv4.
+#[test]
+fn ipv6_listeners_and_destinations() {
+    let Ok(dest6) = TcpListener::bind("[::1]:0") else {
+        panic!("this machine has no IPv6 loopback; the IPv6 test cannot run");
+    };
+    let http = HttpServer::start();
+    let (server_port, local_port) = (free_port(), free_port());
+    let (sp, lp) = (server_port.to_string(), local_port.to_string());
+    let _server = Proc::spawn(
+        "ssserver-v6",
+        &ours("ssserver"),
+        &[
+            "-s",
+            "::1",
+            "-p",
+            &sp,
+            "-k",
+            "pw",
+            "-m",
+            "aes-128-gcm",
+            "--forbidden-ip",
+            "",
+            "-v",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("::1", server_port)).is_err() {
+        assert!(Instant::now() < deadline, "ssserver on [::1] did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _local = Proc::spawn(
+        "sslocal-v6",
+        &ours("sslocal"),
+        &[
+            "-s",
+            "::1",
+            "-p",
+            &sp,
+            "-k",
+            "pw",
+            "-m",
+            "aes-128-gcm",
+            "-b",
+            "::1",
+            "-l",
+            &lp,
+            "-v",
+        ],
+    );
+    while TcpStream::connect(("::1", local_port)).is_err() {
+        assert!(Instant::now() < deadline, "sslocal on [::1] did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // An IPv4 destination through an all-IPv6 proxy.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "--socks5-hostname",
+            &format!("[::1]:{local_port}"),
+        ])
+        .arg(format!("http://127.0.0.1:{}/small", http.port))
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, *http.small);
+    // An IPv6 destination.
+    let target = Address::from(dest6.local_addr().unwrap());
+    let mut control = TcpStream::connect(("::1", local_port)).unwrap();
+    control.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut hello = Vec::new();
+    ssproxy::protocol::socks5::write_greeting(&[ssproxy::protocol::socks5::METHOD_NO_AUTH], &mut hello);
+    ssproxy::protocol::socks5::write_request(SocksCommand::Connect, &target, &mut hello);
+    control.write_all(&hello).unwrap();
+    let mut reply = [0u8; 2 + 10];
+    control.read_exact(&mut reply[..2]).unwrap();
+    let (mut upstream, from) = dest6.accept().unwrap();
+    assert!(from.is_ipv6());
+    upstream.write_all(b"over v6").unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 64];
+    while !buf.ends_with(b"over v6") {
+        let n = control.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed before the data arrived");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
