@@ -331,8 +331,19 @@ fn read_some(stream: &TcpStream, scratch: &mut [u8]) -> io::Result<Option<usize>
     }
 }
 
+/// How much to read at once from a side whose bytes get encrypted: whole chunks
+/// only, so a read never ends in a tiny extra chunk (64 KiB would be four SIP004
+/// chunks of 0x3FFF plus 4 bytes, or one SIP022 chunk of 0xFFFF plus 1 byte).
+fn sealing_read_len(scratch: usize, max_payload: usize) -> usize {
+    (scratch / max_payload).max(1) * max_payload.min(scratch)
+}
+
 fn read_client(cx: &mut Ctx<'_, Worker>, id: ConnId, events: Events) -> io::Result<()> {
     let worker = &mut *cx.data;
+    let read_len = match worker.shared.role {
+        Role::Server => worker.scratch.len(),
+        Role::Local { .. } => sealing_read_len(worker.scratch.len(), worker.shared.key.method().max_payload()),
+    };
     let Some(conn) = worker.conns.get_mut(id.key).filter(|c| c.serial == id.serial) else {
         return Ok(());
     };
@@ -343,7 +354,7 @@ fn read_client(cx: &mut Ctx<'_, Worker>, id: ConnId, events: Events) -> io::Resu
         if conn.up.is_full() {
             break;
         }
-        let n = match read_some(&conn.client, &mut worker.scratch)? {
+        let n = match read_some(&conn.client, &mut worker.scratch[..read_len])? {
             None => break,
             Some(0) => {
                 conn.client_eof = true;
@@ -378,7 +389,7 @@ fn read_client(cx: &mut Ctx<'_, Worker>, id: ConnId, events: Events) -> io::Resu
                 Codec::None => conn.handshake.extend_from_slice(data),
             },
         }
-        if n < worker.scratch.len() {
+        if n < read_len {
             break;
         }
     }
@@ -404,11 +415,15 @@ fn read_remote(cx: &mut Ctx<'_, Worker>, id: ConnId, events: Events) -> io::Resu
     let Some(remote) = conn.remote.clone() else {
         return Ok(());
     };
+    let read_len = match worker.shared.role {
+        Role::Server => sealing_read_len(worker.scratch.len(), worker.shared.key.method().max_payload()),
+        Role::Local { .. } => worker.scratch.len(),
+    };
     for _ in 0..2 {
         if conn.down.is_full() {
             break;
         }
-        let n = match read_some(&remote, &mut worker.scratch)? {
+        let n = match read_some(&remote, &mut worker.scratch[..read_len])? {
             None => break,
             Some(0) => {
                 conn.remote_eof = true;
@@ -426,7 +441,7 @@ fn read_remote(cx: &mut Ctx<'_, Worker>, id: ConnId, events: Events) -> io::Resu
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("from the server: {e}")))?,
             Codec::None => {}
         }
-        if n < worker.scratch.len() {
+        if n < read_len {
             break;
         }
     }
@@ -765,4 +780,16 @@ fn flush(conn: &mut Conn) -> io::Result<()> {
         conn.up.flush_to(&**remote)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sealing_read_len;
+
+    #[test]
+    fn reads_to_be_sealed_are_whole_chunks() {
+        assert_eq!(sealing_read_len(65_536, 0x3FFF), 4 * 0x3FFF);
+        assert_eq!(sealing_read_len(65_536, 0xFFFF), 0xFFFF);
+        assert_eq!(sealing_read_len(1_000, 0xFFFF), 1_000);
+    }
 }

@@ -18,7 +18,7 @@ use crate::dns::{HasResolver, Resolver, ResolverConfig};
 
 /// Size of the buffer each read goes into: large reads mean few system calls per
 /// byte relayed.
-const SCRATCH_LEN: usize = 64 * 1024;
+const SCRATCH_LEN: usize = 256 * 1024;
 
 /// A worker's loop data: everything its handlers share.
 pub struct Worker {
