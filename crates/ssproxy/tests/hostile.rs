@@ -41,54 +41,6 @@ const SIP022_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 // Processes and measurements
 // =============================================================================================
 
-/// Our ssserver on `port`, one worker, no forbidden addresses, with `extra` flags (`-t 3`, `-u`).
-fn our_server(name: &str, method: &str, password: &str, port: u16, extra: &[&str]) -> Proc {
-    let port_text = port.to_string();
-    let mut args = vec![
-        "-s",
-        "127.0.0.1",
-        "-p",
-        &port_text,
-        "-k",
-        password,
-        "-m",
-        method,
-        "--forbidden-ip",
-        "",
-        "--workers",
-        "1",
-    ];
-    args.extend_from_slice(extra);
-    let p = Proc::spawn(&format!("hostile-{name}-ssserver"), &ours("ssserver"), &args);
-    wait_for_port(port);
-    p
-}
-
-/// Our sslocal on `local_port` relaying to `server_port`, with `extra` flags.
-fn our_local(name: &str, method: &str, password: &str, server_port: u16, local_port: u16, extra: &[&str]) -> Proc {
-    let (sp, lp) = (server_port.to_string(), local_port.to_string());
-    let mut args = vec![
-        "-s",
-        "127.0.0.1",
-        "-p",
-        &sp,
-        "-k",
-        password,
-        "-m",
-        method,
-        "-b",
-        "127.0.0.1",
-        "-l",
-        &lp,
-        "--workers",
-        "1",
-    ];
-    args.extend_from_slice(extra);
-    let p = Proc::spawn(&format!("hostile-{name}-sslocal"), &ours("sslocal"), &args);
-    wait_for_port(local_port);
-    p
-}
-
 /// Open descriptors of a process (entries of /proc/<pid>/fd).
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
@@ -340,8 +292,15 @@ impl Rig {
     fn new(name: &str, method: &str, password: &str, server_extra: &[&str], local_extra: &[&str]) -> Rig {
         let http = HttpServer::start();
         let (server_port, local_port) = (free_port(), free_port());
-        let server = our_server(name, method, password, server_port, server_extra);
-        let local = our_local(name, method, password, server_port, local_port, local_extra);
+        let server = our_server(&format!("hostile-{name}"), method, password, server_port, server_extra);
+        let local = our_local(
+            &format!("hostile-{name}"),
+            method,
+            password,
+            server_port,
+            local_port,
+            local_extra,
+        );
         // wait_for_port's probe connections must be gone before counting.
         std::thread::sleep(Duration::from_millis(100));
         let idle_fds = (fd_count(server.pid()), fd_count(local.pid()));
@@ -1314,7 +1273,7 @@ fn load_ten_thousand_connections() {
         .map(|i| {
             let port = free_port();
             (
-                our_server(&format!("load{i}"), METHOD, PASSWORD, port, &["-t", "60"]),
+                our_server(&format!("hostile-load{i}"), METHOD, PASSWORD, port, &["-t", "60"]),
                 port,
             )
         })

@@ -97,44 +97,8 @@ fn password_never_reaches_the_logs() {
     let http = HttpServer::start();
     let password = "very-secret-password-1234";
     let (server_port, local_port) = (free_port(), free_port());
-    let sp = server_port.to_string();
-    let lp = local_port.to_string();
-    let server = Proc::spawn(
-        "ssserver-trace",
-        &ours("ssserver"),
-        &[
-            "-s",
-            "127.0.0.1",
-            "-p",
-            &sp,
-            "-k",
-            password,
-            "-m",
-            "aes-128-gcm",
-            "--forbidden-ip",
-            "",
-            "-vv",
-        ],
-    );
-    wait_for_port(server_port);
-    let local = Proc::spawn(
-        "sslocal-trace",
-        &ours("sslocal"),
-        &[
-            "-s",
-            "127.0.0.1",
-            "-p",
-            &sp,
-            "-k",
-            password,
-            "-m",
-            "aes-128-gcm",
-            "-l",
-            &lp,
-            "-vv",
-        ],
-    );
-    wait_for_port(local_port);
+    let server = our_server("trace", "aes-128-gcm", password, server_port, &["-vv"]);
+    let local = our_local("trace", "aes-128-gcm", password, server_port, local_port, &["-vv"]);
     let page = curl_socks(local_port, &format!("http://127.0.0.1:{}/small", http.port));
     assert_eq!(page, *http.small);
     for p in [&server, &local] {

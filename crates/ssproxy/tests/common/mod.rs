@@ -58,7 +58,10 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, program: &str, args: &[&str]) -> Proc {
-        let log = std::env::temp_dir().join(format!("ssproxy-test-{}-{}.log", name, std::process::id()));
+        // Tests of one binary run in parallel: each process gets a log of its own.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let log = std::env::temp_dir().join(format!("ssproxy-test-{}-{}-{n}.log", name, std::process::id()));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(program)
             .args(args)
@@ -135,43 +138,32 @@ pub enum Impl {
     Libev,
 }
 
-/// Start a server of `which` on `port`.
-pub fn server(which: Impl, method: &str, password: &str, port: u16, udp: bool) -> Proc {
-    let port = port.to_string();
-    let p = match which {
-        Impl::Ours => {
-            let mut args = vec![
-                "-s",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-k",
-                password,
-                "-m",
-                method,
-                "--forbidden-ip",
-                "",
-            ];
-            args.extend(["--workers", "1", "-v"]);
-            if udp {
-                args.push("-u");
-            }
-            Proc::spawn("ours-ssserver", &ours("ssserver"), &args)
-        }
-        Impl::Libev => {
-            let mut args = vec!["-s", "127.0.0.1", "-p", &port, "-k", password, "-m", method];
-            if udp {
-                args.push("-u");
-            }
-            Proc::spawn("libev-ss-server", "ss-server", &args)
-        }
-    };
-    wait_for_port(port.parse().unwrap());
+/// Our ssserver on 127.0.0.1:`port`, one worker, no forbidden addresses, with
+/// `extra` flags (`-t 3`, `-u`, `-v`).
+pub fn our_server(name: &str, method: &str, password: &str, port: u16, extra: &[&str]) -> Proc {
+    let port_text = port.to_string();
+    let mut args = vec![
+        "-s",
+        "127.0.0.1",
+        "-p",
+        &port_text,
+        "-k",
+        password,
+        "-m",
+        method,
+        "--forbidden-ip",
+        "",
+    ];
+    args.extend(["--workers", "1"]);
+    args.extend_from_slice(extra);
+    let p = Proc::spawn(&format!("{name}-ssserver"), &ours("ssserver"), &args);
+    wait_for_port(port);
     p
 }
 
-/// Start a local of `which` listening for SOCKS5 on `local_port`, relaying to `server_port`.
-pub fn local(which: Impl, method: &str, password: &str, server_port: u16, local_port: u16, udp: bool) -> Proc {
+/// Our sslocal on 127.0.0.1:`local_port` relaying to `server_port`, one worker,
+/// with `extra` flags.
+pub fn our_local(name: &str, method: &str, password: &str, server_port: u16, local_port: u16, extra: &[&str]) -> Proc {
     let (sp, lp) = (server_port.to_string(), local_port.to_string());
     let mut args = vec![
         "-s",
@@ -187,18 +179,63 @@ pub fn local(which: Impl, method: &str, password: &str, server_port: u16, local_
         "-l",
         &lp,
     ];
-    if udp {
-        args.push("-u");
-    }
-    let p = match which {
-        Impl::Ours => {
-            args.extend(["--workers", "1", "-v"]);
-            Proc::spawn("ours-sslocal", &ours("sslocal"), &args)
-        }
-        Impl::Libev => Proc::spawn("libev-ss-local", "ss-local", &args),
-    };
+    args.extend(["--workers", "1"]);
+    args.extend_from_slice(extra);
+    let p = Proc::spawn(&format!("{name}-sslocal"), &ours("sslocal"), &args);
     wait_for_port(local_port);
     p
+}
+
+/// Start a server of `which` on `port`.
+pub fn server(which: Impl, method: &str, password: &str, port: u16, udp: bool) -> Proc {
+    let udp_flag: &[&str] = if udp { &["-u"] } else { &[] };
+    match which {
+        Impl::Ours => our_server("ours", method, password, port, &[udp_flag, &["-v"]].concat()),
+        Impl::Libev => {
+            let port_text = port.to_string();
+            let mut args = vec!["-s", "127.0.0.1", "-p", &port_text, "-k", password, "-m", method];
+            args.extend_from_slice(udp_flag);
+            let p = Proc::spawn("libev-ss-server", "ss-server", &args);
+            wait_for_port(port);
+            p
+        }
+    }
+}
+
+/// Start a local of `which` listening for SOCKS5 on `local_port`, relaying to `server_port`.
+pub fn local(which: Impl, method: &str, password: &str, server_port: u16, local_port: u16, udp: bool) -> Proc {
+    let udp_flag: &[&str] = if udp { &["-u"] } else { &[] };
+    match which {
+        Impl::Ours => our_local(
+            "ours",
+            method,
+            password,
+            server_port,
+            local_port,
+            &[udp_flag, &["-v"]].concat(),
+        ),
+        Impl::Libev => {
+            let (sp, lp) = (server_port.to_string(), local_port.to_string());
+            let mut args = vec![
+                "-s",
+                "127.0.0.1",
+                "-p",
+                &sp,
+                "-k",
+                password,
+                "-m",
+                method,
+                "-b",
+                "127.0.0.1",
+                "-l",
+                &lp,
+            ];
+            args.extend_from_slice(udp_flag);
+            let p = Proc::spawn("libev-ss-local", "ss-local", &args);
+            wait_for_port(local_port);
+            p
+        }
+    }
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
