@@ -22,6 +22,27 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REPLAY_CAPACITY: usize = 1_000_000;
 const REPLAY_FP_RATE: f64 = 1e-6;
 
+/// The whole of `ssserver` and `sslocal`: parse the flags, load the
+/// configuration (a bad one exits with status 2, naming the field), run.
+pub fn main<A: clap::Parser + crate::config::ProgramArgs>(program: &str) -> std::process::ExitCode {
+    let args = A::parse();
+    let config = match Config::load(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_logging(config.verbose);
+    match run(config) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{program}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Set up logging: `-v` for debug, `-vv` for trace; `RUST_LOG` overrides.
 pub fn init_logging(verbose: u8) {
     let level = match verbose {

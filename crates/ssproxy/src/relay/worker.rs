@@ -121,10 +121,10 @@ pub struct Listen {
     pub resolver: ResolverConfig,
 }
 
-/// Bind a listening socket with `SO_REUSEPORT`, so that every worker has its own
-/// and the kernel spreads connections over them.
-pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+/// A non-blocking socket bound with `SO_REUSEPORT`, so that every worker has its
+/// own and the kernel spreads the traffic over them.
+fn bind_reuseport(addr: SocketAddr, kind: Type, protocol: Protocol, what: &str) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), kind.cloexec(), Some(protocol))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
@@ -132,25 +132,21 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     }
     socket
         .bind(&addr.into())
-        .map_err(|e| io::Error::new(e.kind(), format!("tcp bind {addr}: {e}")))?;
-    socket.listen(1024)?;
+        .map_err(|e| io::Error::new(e.kind(), format!("{what} bind {addr}: {e}")))?;
     socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// A TCP listener of one worker.
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = bind_reuseport(addr, Type::STREAM, Protocol::TCP, "tcp")?;
+    socket.listen(1024)?;
     Ok(socket.into())
 }
 
-/// Bind a UDP socket with `SO_REUSEPORT`.
+/// A UDP socket of one worker.
 pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket
-        .bind(&addr.into())
-        .map_err(|e| io::Error::new(e.kind(), format!("udp bind {addr}: {e}")))?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
+    Ok(bind_reuseport(addr, Type::DGRAM, Protocol::UDP, "udp")?.into())
 }
 
 /// Start a worker thread. Its sockets are bound before this returns, so a bind
