@@ -4,6 +4,21 @@
 //!
 //! The loop watches every registered descriptor, collects the events that happen
 //! on them, and hands each event to the handler registered for it.
+//!
+//! | the original | here |
+//! |---|---|
+//! | `POLL_IN` … `POLL_NVAL`, `EVENT_NAMES` | [`Events`] and its constants, printed by name |
+//! | `EventLoop.add(sock, mode, handler)` | [`EventLoop::add`] → [`Token`]; the loop owns the source |
+//! | `remove(sock)`, `modify(sock, mode)` | [`EventLoop::remove`] (unregister, then close), [`EventLoop::modify`], [`EventLoop::set_handler`] |
+//! | `handle_event(sock, fd, event)` | a closure `FnMut(&mut Ctx<D>, &mut S, Token, Events) -> io::Result<()>` |
+//! | `add_periodic`, `TIMEOUT_PRECISION` | [`EventLoop::add_periodic`], [`Builder::timeout_precision`] |
+//! | `run`, `stop` | [`EventLoop::run`], [`EventLoop::run_once`], [`EventLoop::stop`], [`LoopHandle::stop`] from any thread |
+//! | epoll, kqueue, select | [`poller`]: epoll, kqueue, poll, select, one contract |
+//! | — | timers ([`EventLoop::add_timer`]), signals ([`EventLoop::add_signals`]), cross-thread wake-up ([`EventLoop::handle`]) |
+//!
+//! Stale events cannot reach the wrong handler: events carry generation-checked
+//! tokens resolved before any handler runs, so a registration removed earlier in
+//! a batch, or a newcomer that reused its fd number, gets nothing.
 
 #![warn(missing_docs)]
 

@@ -5,7 +5,7 @@
 //! with the signal's number, from the loop's thread, where it may do anything
 //! (unlike a real signal handler).
 //!
-//! **signalfd** (Linux) needs the signals *blocked*: [`SignalFd::new`] blocks
+//! **signalfd** (Linux) needs the signals *blocked*: the source blocks
 //! them in the calling thread, and threads spawned afterwards inherit the mask.
 //! Set signals up before spawning threads, or a process-directed signal may be
 //! delivered to a thread that does not block it, where its default action runs.

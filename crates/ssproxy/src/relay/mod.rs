@@ -2,7 +2,7 @@
 //! (`SO_REUSEPORT`), carrying TCP streams and UDP datagrams between clients and
 //! destinations.
 //!
-//! Everything a worker owns lives in its [`Worker`], the loop's shared data; the
+//! Everything a worker owns lives in its [`Worker`](worker::Worker), the loop's shared data; the
 //! handlers registered for each socket find their connection there by id.
 
 pub mod buffer;
