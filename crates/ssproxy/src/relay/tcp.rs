@@ -378,7 +378,8 @@ fn read_client(cx: &mut Ctx<'_, Worker>, id: ConnId, events: Events) -> io::Resu
                         }
                         // A probe: say nothing, change nothing it can see; read and ignore
                         // until the timeout.
-                        log::warn!("tcp: {}: {e}; ignoring it until the timeout", conn.peer);
+                        log::debug!("tcp: {}: {e}; ignoring it until the timeout", conn.peer);
+                        worker.rejected.streams += 1;
                         conn.set_stage(Stage::Draining);
                         conn.up = Pending::default();
                         conn.down = Pending::default();

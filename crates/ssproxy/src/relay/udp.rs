@@ -174,7 +174,9 @@ fn server_from_client(cx: &mut Ctx<'_, Worker>, listener: &Rc<UdpSocket>, client
     let inbound = match inbound {
         Ok(inbound) => inbound,
         Err(why) => {
-            log::warn!("udp: {client}: {why}; datagram dropped");
+            // Anyone can send these: one line each would let them fill the logs.
+            log::debug!("udp: {client}: {why}; datagram dropped");
+            cx.data.rejected.datagrams += 1;
             return;
         }
     };

@@ -34,6 +34,9 @@ pub struct Worker {
     pub udp: UdpRelay,
     /// Local: the address UDP ASSOCIATE replies name.
     pub udp_bind: Option<SocketAddr>,
+    /// Clients refused since the last summary, logged once per period rather than
+    /// one line each, so that a flood cannot fill the logs.
+    pub rejected: Rejected,
     listeners: Vec<Token>,
     shutdown_deadline: Option<Instant>,
     serial: u64,
@@ -56,6 +59,15 @@ impl Worker {
     pub fn shutting_down(&self) -> bool {
         self.shutdown_deadline.is_some()
     }
+}
+
+/// Counts of refused clients, for the periodic summary.
+#[derive(Default, Debug)]
+pub struct Rejected {
+    /// TCP clients that failed authentication (or replayed a salt).
+    pub streams: u64,
+    /// UDP datagrams dropped (wrong key, replay, malformed).
+    pub datagrams: u64,
 }
 
 /// What the main thread tells a worker.
@@ -205,6 +217,7 @@ fn run_worker(
         resolver,
         udp: UdpRelay::default(),
         udp_bind,
+        rejected: Rejected::default(),
         listeners: Vec::new(),
         shutdown_deadline: None,
         serial: 0,
@@ -220,6 +233,17 @@ fn run_worker(
     control.set_nonblocking(true)?;
     lp.add(control, POLL_IN, on_control)?;
     udp::start_sweeper(&mut lp, &worker);
+    lp.add_periodic(|cx| {
+        let r = std::mem::take(&mut cx.data.rejected);
+        if r.streams > 0 || r.datagrams > 0 {
+            log::warn!(
+                "refused {} TCP clients that failed authentication and dropped {} bad UDP datagrams \
+                 since the last report (-v shows each)",
+                r.streams,
+                r.datagrams
+            );
+        }
+    });
     lp.run(&mut worker)?;
     let open = worker.conns.len();
     if open > 0 {
