@@ -162,7 +162,8 @@ pub fn run(config: Config) -> io::Result<()> {
                     Ok(0) | Err(_) => {
                         log::debug!("worker {index} ended");
                         cx.lp.remove(me)?;
-                        if cx.data.len() == index + 1 || cx.lp.len() <= 1 {
+                        // What is left registered is the signal source: every worker ended.
+                        if cx.lp.len() <= 1 {
                             cx.lp.stop();
                         }
                     }
