@@ -399,6 +399,7 @@ impl PollerError {
 
 /// Milliseconds for a poll timeout, rounded up so that a wait is never shorter than
 /// asked; `-1` (block) for `None`; clamped to `i32::MAX`.
+#[inline]
 pub(crate) fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
     match timeout {
         None => -1,
