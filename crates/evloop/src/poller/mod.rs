@@ -55,6 +55,9 @@ pub mod kqueue;
 pub mod poll;
 pub mod select;
 
+#[cfg(test)]
+mod contract_tests;
+
 /// One readiness report: the descriptor and what happened on it.
 pub type PollEvent = (RawFd, Events);
 

@@ -1,0 +1,136 @@
+//! The contract's cases that read the same on every backend, written once and
+//! run on each backend this platform has (`poller::contract_tests::epoll::…`).
+//! What only one backend does (poll's index repair, select's sets and
+//! `FD_SETSIZE`) stays in that backend's own tests.
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use super::poll::tests::{high_fd, lock_fd_numbers, low_fd_numbers, poll_sorted};
+use super::{Backend, Poller, PollerError};
+use crate::events::{POLL_IN, POLL_OUT};
+
+const LONG: Option<Duration> = Some(Duration::from_secs(5));
+
+fn open(backend: Backend) -> Box<dyn Poller> {
+    backend.open().unwrap_or_else(|e| panic!("{backend}: {e}"))
+}
+
+fn kind_and_errno(backend: Backend, err: &io::Error) -> (io::ErrorKind, Option<i32>) {
+    let inner = PollerError::of(err).expect("a PollerError inside");
+    assert_eq!(inner.backend, backend);
+    (err.kind(), inner.errno)
+}
+
+pub(super) fn readable_when_peer_wrote(backend: Backend) {
+    let _fds = low_fd_numbers();
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let mut poller = open(backend);
+    poller.register(a.as_raw_fd(), POLL_IN).unwrap();
+    assert_eq!(poll_sorted(poller.as_mut(), Some(Duration::ZERO)), []);
+    b.write_all(b"x").unwrap();
+    assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_IN)]);
+}
+
+pub(super) fn writable_when_send_buffer_has_room(backend: Backend) {
+    let _fds = low_fd_numbers();
+    let (a, _b) = UnixStream::pair().unwrap();
+    let mut poller = open(backend);
+    poller.register(a.as_raw_fd(), POLL_OUT).unwrap();
+    assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_OUT)]);
+}
+
+pub(super) fn level_triggered_reports_again_until_drained(backend: Backend) {
+    let _fds = low_fd_numbers();
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let mut poller = open(backend);
+    poller.register(a.as_raw_fd(), POLL_IN).unwrap();
+    b.write_all(b"xy").unwrap();
+    assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_IN)]);
+    assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_IN)]);
+    let mut buf = [0u8; 2];
+    a.read_exact(&mut buf).unwrap();
+    assert_eq!(poll_sorted(poller.as_mut(), Some(Duration::ZERO)), []);
+}
+
+pub(super) fn register_twice_is_already_exists(backend: Backend) {
+    let _fds = low_fd_numbers();
+    let (a, _b) = UnixStream::pair().unwrap();
+    let mut poller = open(backend);
+    poller.register(a.as_raw_fd(), POLL_IN).unwrap();
+    let err = poller.register(a.as_raw_fd(), POLL_OUT).unwrap_err();
+    assert_eq!(
+        kind_and_errno(backend, &err),
+        (io::ErrorKind::AlreadyExists, Some(libc::EEXIST))
+    );
+    assert_eq!(PollerError::of(&err).unwrap().fd, Some(a.as_raw_fd()));
+    assert_eq!(PollerError::of(&err).unwrap().op, "register");
+}
+
+pub(super) fn unregister_or_modify_unknown_fd_is_not_found(backend: Backend) {
+    let _fds = low_fd_numbers();
+    let (a, _b) = UnixStream::pair().unwrap();
+    let mut poller = open(backend);
+    let err = poller.unregister(a.as_raw_fd()).unwrap_err();
+    assert_eq!(
+        kind_and_errno(backend, &err),
+        (io::ErrorKind::NotFound, Some(libc::ENOENT))
+    );
+    assert_eq!(PollerError::of(&err).unwrap().op, "unregister");
+    let err = poller.modify(a.as_raw_fd(), POLL_IN).unwrap_err();
+    assert_eq!(
+        kind_and_errno(backend, &err),
+        (io::ErrorKind::NotFound, Some(libc::ENOENT))
+    );
+    assert_eq!(PollerError::of(&err).unwrap().op, "modify");
+}
+
+pub(super) fn register_closed_fd_is_invalid_input_ebadf(backend: Backend) {
+    let _guard = lock_fd_numbers();
+    let (a, _b) = UnixStream::pair().unwrap();
+    let closed = high_fd(&a);
+    let fd = closed.as_raw_fd();
+    drop(closed);
+    let mut poller = open(backend);
+    let err = poller.register(fd, POLL_IN).unwrap_err();
+    assert_eq!(
+        kind_and_errno(backend, &err),
+        (io::ErrorKind::InvalidInput, Some(libc::EBADF))
+    );
+    // Nothing was registered: the same number, open again, registers fine.
+    let reopened = high_fd(&a);
+    assert_eq!(reopened.as_raw_fd(), fd, "the freed number is handed out again");
+    poller.register(fd, POLL_IN).unwrap();
+}
+
+/// One module per backend of this platform, each running every case.
+macro_rules! contract_cases {
+    ($($case:ident),* $(,)?) => {
+        contract_cases!(@backend #[cfg(any(target_os = "linux", target_os = "android"))] epoll, Epoll, $($case),*);
+        contract_cases!(@backend #[cfg(not(any(target_os = "linux", target_os = "android")))] kqueue, Kqueue, $($case),*);
+        contract_cases!(@backend #[cfg(all())] poll, Poll, $($case),*);
+        contract_cases!(@backend #[cfg(all())] select, Select, $($case),*);
+    };
+    (@backend #[$on:meta] $module:ident, $backend:ident, $($case:ident),*) => {
+        #[$on]
+        mod $module {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(super::Backend::$backend);
+                }
+            )*
+        }
+    };
+}
+
+contract_cases!(
+    readable_when_peer_wrote,
+    writable_when_send_buffer_has_room,
+    level_triggered_reports_again_until_drained,
+    register_twice_is_already_exists,
+    unregister_or_modify_unknown_fd_is_not_found,
+    register_closed_fd_is_invalid_input_ebadf,
+);
