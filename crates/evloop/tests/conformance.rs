@@ -109,6 +109,24 @@ fn raise_fd_limit(needed: u64) {
     }
 }
 
+/// Register a socket whose non-blocking connect is under way and turn the loop
+/// until it completes: the events it completed with and its pending error.
+fn await_connect(lp: &mut EventLoop, sock: socket2::Socket) -> (Events, Option<io::Error>) {
+    let result: ConnectOutcome = Default::default();
+    let out = Rc::clone(&result);
+    lp.add(
+        sock,
+        POLL_OUT | POLL_ERR,
+        move |cx: &mut Ctx, s: &mut socket2::Socket, token, events| {
+            *out.borrow_mut() = Some((events, get_sock_error(s)?));
+            cx.lp.remove(token)
+        },
+    )
+    .unwrap();
+    turn(lp, 2000);
+    result.borrow_mut().take().expect("connect completion reported")
+}
+
 mod cases {
     use super::*;
 
@@ -175,19 +193,7 @@ mod cases {
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             Err(e) => panic!("connect: {e}"),
         }
-        let result: ConnectOutcome = Default::default();
-        let out = Rc::clone(&result);
-        lp.add(
-            sock,
-            POLL_OUT | POLL_ERR,
-            move |cx: &mut Ctx, s: &mut socket2::Socket, token, events| {
-                *out.borrow_mut() = Some((events, get_sock_error(s)?));
-                cx.lp.remove(token)
-            },
-        )
-        .unwrap();
-        turn(&mut lp, 2000);
-        let (events, error) = result.borrow_mut().take().expect("connect completion reported");
+        let (events, error) = await_connect(&mut lp, sock);
         assert!(events.is_writable(), "{events}");
         assert!(error.is_none(), "{error:?}");
         assert!(lp.is_empty());
@@ -202,19 +208,7 @@ mod cases {
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return, // refused synchronously
             other => panic!("connect to a closed port: {other:?}"),
         }
-        let result: ConnectOutcome = Default::default();
-        let out = Rc::clone(&result);
-        lp.add(
-            sock,
-            POLL_OUT | POLL_ERR,
-            move |cx: &mut Ctx, s: &mut socket2::Socket, token, events| {
-                *out.borrow_mut() = Some((events, get_sock_error(s)?));
-                cx.lp.remove(token)
-            },
-        )
-        .unwrap();
-        turn(&mut lp, 2000);
-        let (events, error) = result.borrow_mut().take().expect("connect failure reported");
+        let (events, error) = await_connect(&mut lp, sock);
         // select sees the failure only as writability; the others flag POLL_ERR.
         if backend != Backend::Select {
             assert!(events.is_error(), "{events}");
