@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::crypto::Method;
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -32,24 +33,19 @@ use crate::protocol::Address;
 // Methods
 // =============================================================================================
 
-/// The cipher names accepted for `method`, exactly as shadowsocks-libev/-rust spell them.
-pub const METHODS: &[&str] = &[
-    "aes-128-gcm",
-    "aes-256-gcm",
-    "chacha20-ietf-poly1305",
-    "xchacha20-ietf-poly1305",
-    "2022-blake3-aes-128-gcm",
-    "2022-blake3-aes-256-gcm",
-    "2022-blake3-chacha20-poly1305",
-];
+/// The cipher names accepted for `method`, as shadowsocks-libev/-rust spell them:
+/// those of [`Method`], joined for messages.
+pub fn method_names() -> String {
+    Method::ALL.map(Method::name).join(", ")
+}
 
 /// For a SIP022 (`2022-blake3-*`) method, the key length its base64 password must decode to.
 pub fn key_len_2022(method: &str) -> Option<usize> {
-    match method {
-        "2022-blake3-aes-128-gcm" => Some(16),
-        "2022-blake3-aes-256-gcm" | "2022-blake3-chacha20-poly1305" => Some(32),
-        _ => None,
-    }
+    method
+        .parse::<Method>()
+        .ok()
+        .filter(|m| m.is_2022())
+        .map(Method::key_len)
 }
 
 /// Whether `method` is a SIP022 (`2022-blake3-*`) method.
@@ -59,11 +55,11 @@ pub fn is_2022(method: &str) -> bool {
 
 /// Checks a method name (ASCII case-insensitively) and returns its canonical spelling.
 fn canonical_method(name: &str) -> Result<&'static str, String> {
-    METHODS
-        .iter()
+    Method::ALL
+        .into_iter()
+        .map(Method::name)
         .find(|m| m.eq_ignore_ascii_case(name.trim()))
-        .copied()
-        .ok_or_else(|| format!("unknown cipher {name:?}; expected one of {}", METHODS.join(", ")))
+        .ok_or_else(|| format!("unknown cipher {name:?}; expected one of {}", method_names()))
 }
 
 /// Base64 as found in SIP022 keys and SIP002 userinfo: padding optional.
@@ -1073,7 +1069,7 @@ pub struct Config {
     pub server_port: u16,
     /// The password; for 2022 methods a base64 key already checked for length. Redacted in Debug.
     pub password: String,
-    /// The cipher, one of [`METHODS`] in its canonical spelling.
+    /// The cipher, one of [`Method::ALL`] in its canonical spelling.
     pub method: String,
     /// Idle timeout (default 300 s).
     pub timeout: Duration,
@@ -1276,7 +1272,7 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
 /// A server described by an SIP002 `ss://` URL.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServerUrl {
-    /// Cipher, canonical spelling from [`METHODS`].
+    /// Cipher, canonical spelling from [`Method::ALL`].
     pub method: String,
     /// Password (redacted in Debug).
     pub password: String,
@@ -1410,7 +1406,7 @@ fn parse_host_port(s: &str) -> Result<(Host, u16), UrlError> {
 /// Parses an SIP002 URL: `ss://USERINFO@HOST:PORT[/][?plugin=...][#tag]`, where USERINFO is
 /// base64url (padding optional) of `method:password`, or `method:password` percent-encoded
 /// (required by SIP022 for 2022 methods). The legacy form `ss://BASE64(method:password@host:port)`
-/// is accepted too. The method must be one of [`METHODS`].
+/// is accepted too. The method must be one of [`Method::ALL`].
 pub fn parse_ss_url(url: &str) -> Result<ServerUrl, UrlError> {
     let url = url.trim();
     let rest = match url.get(..5) {
@@ -1644,7 +1640,7 @@ mod tests {
             err(Role::Local, &with("method", "rc4".into())),
             format!(
                 r#"config: "method": unknown cipher "rc4"; expected one of {}"#,
-                METHODS.join(", ")
+                method_names()
             )
         );
         assert_eq!(
