@@ -2,12 +2,12 @@
 //! the event's fd in its data word, the work done inline: no tokens, no handler
 //! indirection, no allocation. Nothing built on epoll can do less per event.
 
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use crate::common::{Budget, Measured, READ_BUF, cpu_time, idle_sockets, message};
+use crate::common::{Budget, Measured, READ_BUF, bounce, cpu_time, idle_sockets, message};
 
 struct Epoll {
     fd: OwnedFd,
@@ -63,18 +63,6 @@ impl Epoll {
     }
 }
 
-#[inline]
-fn read_fd(fd: RawFd, buf: &mut [u8]) -> isize {
-    // SAFETY: buf is valid for writes of its length.
-    unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) }
-}
-
-#[inline]
-fn write_fd(fd: RawFd, buf: &[u8]) -> isize {
-    // SAFETY: buf is valid for reads of its length.
-    unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) }
-}
-
 /// W1 and W2 on the floor.
 pub fn ping_pong(pairs: u64, size: usize, idle_count: u64, limit: u64, max_time: Duration) -> io::Result<Measured> {
     let mut ep = Epoll::new()?;
@@ -92,10 +80,8 @@ pub fn ping_pong(pairs: u64, size: usize, idle_count: u64, limit: u64, max_time:
         ep.ctl(libc::EPOLL_CTL_ADD, b.as_raw_fd(), libc::EPOLLIN as u32)?;
         socks.push((a, b));
     }
-    for (a, _) in &socks {
-        if write_fd(a.as_raw_fd(), &msg) != msg.len() as isize {
-            return Err(io::Error::other("seed write was short"));
-        }
+    for (a, _) in &mut socks {
+        a.write_all(&msg)?;
     }
     let mut buf = vec![0u8; READ_BUF];
     let mut budget = Budget::new(limit, max_time);
@@ -105,10 +91,8 @@ pub fn ping_pong(pairs: u64, size: usize, idle_count: u64, limit: u64, max_time:
         let n = ep.wait(-1)?;
         for i in 0..n {
             let fd = ep.events[i].u64 as RawFd;
-            let got = read_fd(fd, &mut buf);
-            if got > 0 {
-                write_fd(fd, &buf[..got as usize]);
-            }
+            // A failed read (WouldBlock) still counts, as in the other variants.
+            let _ = bounce(fd, &mut buf);
             if budget.tick() {
                 break 'outer;
             }
@@ -191,11 +175,15 @@ pub fn echo_server(listener: std::net::TcpListener, expected: u64, max_time: Dur
                 }
                 continue;
             }
-            let got = read_fd(fd, &mut buf);
-            if got > 0 {
-                served += 1;
-                write_fd(fd, &buf[..got as usize]);
-            } else if got == 0 || io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
+            let open = match bounce(fd, &mut buf) {
+                Ok(0) => false,
+                Ok(_) => {
+                    served += 1;
+                    true
+                }
+                Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            };
+            if !open {
                 // SAFETY: fd is a client socket this loop accepted and nobody else owns.
                 unsafe { libc::close(fd) };
                 closed += 1;

@@ -2,7 +2,7 @@
 //! dispatched by token), written the way a practised mio user writes it: edge
 //! triggered, so every handler reads until `WouldBlock` or a short read.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -14,7 +14,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 use slab::Slab;
 
-use crate::common::{Budget, Measured, READ_BUF, cpu_time, idle_sockets, message};
+use crate::common::{Budget, Measured, READ_BUF, bounce, cpu_time, idle_sockets, message};
 
 type Handlers<D> = Slab<Option<Box<dyn MioHandler<D>>>>;
 
@@ -89,10 +89,9 @@ impl MioHandler<PingPong> for Bouncer {
     fn ready(&mut self, cx: &mut MioCtx<'_, PingPong>, _: Token, _: &Event) -> io::Result<bool> {
         let d = &mut *cx.data;
         loop {
-            match self.sock.read(&mut d.buf) {
+            match bounce(self.sock.as_raw_fd(), &mut d.buf) {
                 Ok(0) => return Ok(false),
                 Ok(n) => {
-                    self.sock.write_all(&d.buf[..n])?;
                     if n < d.buf.len() {
                         break;
                     }
@@ -242,11 +241,10 @@ impl MioHandler<Server> for Client {
     fn ready(&mut self, cx: &mut MioCtx<'_, Server>, _: Token, _: &Event) -> io::Result<bool> {
         let d = &mut *cx.data;
         let open = loop {
-            match self.stream.read(&mut d.buf) {
+            match bounce(self.stream.as_raw_fd(), &mut d.buf) {
                 Ok(0) => break false,
                 Ok(n) => {
                     d.served += 1;
-                    self.stream.write_all(&d.buf[..n])?;
                     if n < d.buf.len() {
                         break true;
                     }

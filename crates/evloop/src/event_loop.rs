@@ -69,7 +69,8 @@ pub struct Ctx<'a, D = ()> {
 /// data, its source, its token and the events.
 ///
 /// An error returned by a handler is logged with the fd and the events, and the
-/// loop goes on with the next event, as the original does. A panic is not caught.
+/// loop goes on with the next event, as the original does. A panic is not caught,
+/// and leaves the loop unusable: `run` and `run_once` refuse to start again.
 pub trait Handler<S, D>: FnMut(&mut Ctx<'_, D>, &mut S, Token, Events) -> io::Result<()> + 'static {}
 
 impl<S, D, F> Handler<S, D> for F where F: FnMut(&mut Ctx<'_, D>, &mut S, Token, Events) -> io::Result<()> + 'static {}
@@ -707,7 +708,8 @@ impl<D: 'static> EventLoop<D> {
     fn enter(&mut self) -> io::Result<()> {
         if self.running {
             return Err(io::Error::other(
-                "the loop is already running: run or run_once called from inside a callback",
+                "the loop is already running: run or run_once called from inside a callback \
+                 (or a callback panicked out of an earlier run, which leaves the loop unusable)",
             ));
         }
         self.running = true;
@@ -721,8 +723,8 @@ impl<D: 'static> EventLoop<D> {
         } else {
             timeout
         };
-        let polled = match self.poller.wait(timeout, &self.fd_tokens) {
-            Ok(n) => n,
+        let dispatched = match self.poller.wait(timeout, &self.fd_tokens) {
+            Ok(polled) => self.dispatch_polled(polled, data),
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {
                 // A signal arrived: run the periodic callbacks as soon as possible, as
                 // the original does (it may have been the one asking for a sweep).
@@ -732,7 +734,6 @@ impl<D: 'static> EventLoop<D> {
             }
             Err(err) => return Err(err),
         };
-        let dispatched = self.dispatch_polled(polled, data);
         if housekeeping {
             self.fire_timers(data);
             self.run_periodics_if_due(data);
@@ -765,23 +766,42 @@ impl<D: 'static> EventLoop<D> {
     /// removed earlier in the batch gets nothing, and neither does a newcomer that
     /// reused its slot or its fd number.
     fn dispatch_polled(&mut self, polled: usize, data: &mut D) -> usize {
-        let mut dispatched = 0;
-        for i in 0..polled {
-            let (token, events) = self.poller.event(i);
-            let Some(slot) = self.slots.get_mut(token.index as usize) else {
-                continue;
+        if polled <= 1 {
+            // A quiet loop's usual batch: dispatched in place, as lending the
+            // batch out costs more than the one bounds check it saves.
+            return if polled == 1 {
+                let (token, events) = self.poller.event(0);
+                self.dispatch_one(token, events, data)
+            } else {
+                0
             };
-            if slot.generation != token.generation {
-                continue;
-            }
-            let Some(mut entry) = slot.entry.take() else { continue };
-            dispatched += 1;
-            if let Err(err) = entry.dispatch(&mut Ctx { lp: self, data }, token, events) {
-                self.log_handler_error(token, events, &err);
-            }
-            self.put_back(token, entry, events);
         }
+        let mut dispatched = 0;
+        let batch = self.poller.take_batch();
+        for event in batch.get(..polled).unwrap_or_default() {
+            let (token, events) = crate::poller::decode(event);
+            dispatched += self.dispatch_one(token, events, data);
+        }
+        self.poller.put_batch(batch);
         dispatched
+    }
+
+    /// Hand one event to its registration's handler, if the registration still
+    /// exists; returns how many handlers ran (0 or 1).
+    #[inline(always)]
+    fn dispatch_one(&mut self, token: Token, events: Events, data: &mut D) -> usize {
+        let Some(slot) = self.slots.get_mut(token.index as usize) else {
+            return 0;
+        };
+        if slot.generation != token.generation {
+            return 0;
+        }
+        let Some(mut entry) = slot.entry.take() else { return 0 };
+        if let Err(err) = entry.dispatch(&mut Ctx { lp: self, data }, token, events) {
+            self.log_handler_error(token, events, &err);
+        }
+        self.put_back(token, entry, events);
+        1
     }
 
     #[cold]
@@ -794,7 +814,7 @@ impl<D: 'static> EventLoop<D> {
         );
     }
 
-    #[inline]
+    #[inline(always)]
     fn put_back(&mut self, token: Token, mut entry: BoxedEntry<D>, events: Events) {
         let slot = &mut self.slots[token.index as usize];
         if slot.generation != token.generation {
@@ -808,7 +828,10 @@ impl<D: 'static> EventLoop<D> {
             let (_, replace) = self.replacements.swap_remove(at);
             entry = replace(entry.into_source());
         }
-        slot.entry = Some(entry);
+        // The slot is empty: its entry is out here, and nothing else fills a live
+        // slot. Forgetting the `None` it held spares the compiler's drop check.
+        debug_assert!(slot.entry.is_none(), "a live slot was filled while its handler ran");
+        std::mem::forget(slot.entry.replace(entry));
         if events.contains(POLL_NVAL) {
             self.drop_closed(token);
         }

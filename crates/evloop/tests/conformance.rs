@@ -564,6 +564,27 @@ mod cases {
         assert_eq!(lp.len(), 2, "a failing handler keeps its registration");
     }
 
+    pub fn handler_panic_leaves_the_loop_refusing_to_run(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let (c, mut d) = UnixStream::pair().unwrap();
+        lp.add(a, POLL_IN, |_: &mut Ctx, _: &mut UnixStream, _, _| -> io::Result<()> {
+            panic!("handler panics on purpose")
+        })
+        .unwrap();
+        lp.add(c, POLL_IN, |_: &mut Ctx, _: &mut UnixStream, _, _| -> io::Result<()> {
+            panic!("handler panics on purpose")
+        })
+        .unwrap();
+        // Two ready at once: the panic leaves in the middle of a batch.
+        b.write_all(b"x").unwrap();
+        d.write_all(b"x").unwrap();
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| turn(&mut lp, 1000)));
+        assert!(unwound.is_err(), "the panic is not caught by the loop");
+        let err = lp.run_once(Some(Duration::ZERO), &mut ()).unwrap_err();
+        assert!(err.to_string().contains("panicked"), "{err}");
+    }
+
     pub fn handler_replaces_its_own_handler(backend: Backend) {
         let mut lp = new_loop(backend);
         let log: Log = Default::default();
@@ -820,6 +841,7 @@ conformance!(
     poller_errors_are_the_same_everywhere,
     fd_closed_behind_loops_back_is_dropped,
     handler_error_is_logged_and_loop_goes_on,
+    handler_panic_leaves_the_loop_refusing_to_run,
     handler_replaces_its_own_handler,
     take_returns_the_source_open,
     run_once_inside_a_handler_is_refused,

@@ -33,7 +33,11 @@ const DEFAULT_MAX_EVENTS: usize = 1024;
 /// ```
 pub struct Epoll {
     epfd: OwnedFd,
+    /// Filled by [`wait`](Self::wait); allocated on first use, so that the loop,
+    /// which waits into a buffer of its own ([`wait_into`](Self::wait_into)),
+    /// never pays for it.
     buffer: Vec<libc::epoll_event>,
+    max_events: usize,
 }
 
 impl Epoll {
@@ -56,27 +60,33 @@ impl Epoll {
         }
         // SAFETY: fd was just returned by epoll_create1 and is owned by no one else.
         let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let empty = libc::epoll_event { events: 0, u64: 0 };
         Ok(Epoll {
             epfd,
-            buffer: vec![empty; max_events.max(1)],
+            buffer: Vec::new(),
+            max_events: max_events.max(1),
         })
     }
 
     /// Wait for events and keep them in the poller's own buffer, returning how
-    /// many there are; [`event`](Self::event) reads them. The loop uses this to
-    /// dispatch straight from the kernel's buffer, without a copy.
-    #[inline]
+    /// many there are; [`event`](Self::event) reads them.
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
-        // SAFETY: the buffer is valid for `len` events and the kernel writes at most that many.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.epfd.as_raw_fd(),
-                self.buffer.as_mut_ptr(),
-                self.buffer.len() as libc::c_int,
-                timeout_ms(timeout),
-            )
-        };
+        if self.buffer.is_empty() {
+            self.buffer = vec![libc::epoll_event { events: 0, u64: 0 }; self.max_events];
+        }
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let n = self.wait_into(timeout, &mut buffer);
+        self.buffer = buffer;
+        n
+    }
+
+    /// Wait for events into `out` (at most `out.len()`, which must not be 0),
+    /// returning how many it holds: the loop dispatches straight from such a
+    /// buffer, without a copy.
+    #[inline]
+    pub fn wait_into(&self, timeout: Option<Duration>, out: &mut [libc::epoll_event]) -> io::Result<usize> {
+        let capacity = out.len().min(libc::c_int::MAX as usize) as libc::c_int;
+        // SAFETY: `out` is valid for `capacity` events and the kernel writes at most that many.
+        let n = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), out.as_mut_ptr(), capacity, timeout_ms(timeout)) };
         if n < 0 {
             return Err(PollerError::os(
                 Backend::Epoll,

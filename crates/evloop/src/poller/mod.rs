@@ -201,15 +201,37 @@ impl std::str::FromStr for Backend {
 
 /// The loop's poller. It reports loop tokens rather than fds, resolved before
 /// any handler runs, so that a number reused during dispatch cannot divert an
-/// event: epoll carries the token in the kernel's event data and is read straight
-/// from its buffer; the other backends go through the trait and their fds are
-/// turned into tokens right after the poll.
+/// event: epoll carries the token in the kernel's event data and waits straight
+/// into `batch`; the other backends go through the trait and their fds are turned
+/// into tokens in `batch` right after the poll. Either way the dispatch loop reads
+/// one buffer, with no per-event question of which backend filled it.
 pub(crate) struct LoopPoller {
     inner: Inner,
-    /// The trait backends' output.
+    /// The last wait's events: each a token (as `u64`) and its event bits.
+    batch: Vec<RawEvent>,
+    /// The trait backends' output, before it becomes tokens.
     polled: Vec<PollEvent>,
-    /// The trait backends' output, as tokens.
-    ready: Vec<(Token, Events)>,
+}
+
+/// One event of a batch: epoll's own record where there is epoll, so that the
+/// kernel fills the batch directly.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) type RawEvent = libc::epoll_event;
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[derive(Clone, Copy)]
+pub(crate) struct RawEvent {
+    events: u32,
+    u64: u64,
+}
+
+/// How many events one wait of the loop dispatches at most (epoll); the rest wait
+/// for the next round.
+const LOOP_BATCH: usize = 1024;
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn new_batch() -> Vec<RawEvent> {
+    vec![RawEvent { events: 0, u64: 0 }; LOOP_BATCH]
 }
 
 enum Inner {
@@ -220,15 +242,15 @@ enum Inner {
 
 impl LoopPoller {
     pub(crate) fn open(backend: Backend) -> io::Result<LoopPoller> {
-        let inner = match backend {
+        let (inner, batch) = match backend {
             #[cfg(any(target_os = "linux", target_os = "android"))]
-            Backend::Epoll => Inner::Epoll(epoll::Epoll::new()?),
-            other => Inner::Other(other.open()?),
+            Backend::Epoll => (Inner::Epoll(epoll::Epoll::new()?), new_batch()),
+            other => (Inner::Other(other.open()?), Vec::new()),
         };
         Ok(LoopPoller {
             inner,
+            batch,
             polled: Vec::new(),
-            ready: Vec::new(),
         })
     }
 
@@ -265,7 +287,7 @@ impl LoopPoller {
     pub(crate) fn wait(&mut self, timeout: Option<Duration>, owners: &[Token]) -> io::Result<usize> {
         match &mut self.inner {
             #[cfg(any(target_os = "linux", target_os = "android"))]
-            Inner::Epoll(e) => e.wait(timeout),
+            Inner::Epoll(e) => e.wait_into(timeout, &mut self.batch),
             Inner::Other(_) => self.wait_other(timeout, owners),
         }
     }
@@ -277,27 +299,47 @@ impl LoopPoller {
             unreachable!("only called for trait backends")
         };
         p.poll(timeout, &mut self.polled)?;
-        self.ready.clear();
+        self.batch.clear();
         for &(fd, events) in &self.polled {
             if let Some(&token) = owners.get(fd as usize) {
-                self.ready.push((token, events));
+                self.batch.push(RawEvent {
+                    events: events.bits(),
+                    u64: token.as_u64(),
+                });
             }
         }
-        Ok(self.ready.len())
+        Ok(self.batch.len())
     }
 
     /// Event `i` of the last wait: whose, and what.
     #[inline(always)]
     pub(crate) fn event(&self, i: usize) -> (Token, Events) {
-        match &self.inner {
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            Inner::Epoll(e) => {
-                let (key, events) = e.event(i);
-                (Token::from_u64(key), events)
-            }
-            Inner::Other(_) => self.ready[i],
-        }
+        decode(&self.batch[i])
     }
+
+    /// Lend out the last wait's events for dispatch (`take_batch()[..n]`, `n` what
+    /// the wait returned); [`put_batch`](Self::put_batch) gives them back. Handlers
+    /// cannot wait meanwhile (the loop refuses `run_once` inside a callback), and
+    /// walking a local slice spares a bounds check per event.
+    #[inline(always)]
+    pub(crate) fn take_batch(&mut self) -> Vec<RawEvent> {
+        std::mem::take(&mut self.batch)
+    }
+
+    /// Give back what [`take_batch`](Self::take_batch) lent. (If a handler panics
+    /// instead, the batch is gone, but so is the loop: it refuses to run again.)
+    #[inline(always)]
+    pub(crate) fn put_batch(&mut self, batch: Vec<RawEvent>) {
+        // What it replaces is the empty `Vec` that `take` left: nothing to free.
+        std::mem::forget(std::mem::replace(&mut self.batch, batch));
+    }
+}
+
+/// Whose event it is, and what happened.
+#[inline(always)]
+pub(crate) fn decode(event: &RawEvent) -> (Token, Events) {
+    let RawEvent { events, u64: key } = *event;
+    (Token::from_u64(key), Events::from_bits(events))
 }
 
 /// What a poller operation failed on: carried inside the `io::Error` it returns.
