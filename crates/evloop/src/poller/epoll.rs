@@ -108,15 +108,18 @@ impl Epoll {
 
     /// Register `fd` with a key of the caller's choosing, reported by
     /// [`event`](Self::event) instead of the fd (the loop's tokens).
+    #[inline]
     pub fn register_with_key(&mut self, fd: RawFd, mode: Events, key: u64) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_ADD, fd, mode, key, "register")
     }
 
     /// Change the mode of an fd registered with a key (the key is given again).
+    #[inline]
     pub fn modify_with_key(&mut self, fd: RawFd, mode: Events, key: u64) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_MOD, fd, mode, key, "modify")
     }
 
+    #[inline]
     fn ctl(&mut self, op: libc::c_int, fd: RawFd, mode: Events, key: u64, name: &'static str) -> io::Result<()> {
         let mut event = libc::epoll_event {
             events: mode.bits(),

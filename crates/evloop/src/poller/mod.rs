@@ -256,6 +256,7 @@ impl LoopPoller {
 
     // Only epoll uses the token; elsewhere the fd is the key.
     #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(unused_variables))]
+    #[inline]
     pub(crate) fn register(&mut self, fd: RawFd, mode: Events, token: Token) -> io::Result<()> {
         match &mut self.inner {
             #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -265,6 +266,7 @@ impl LoopPoller {
     }
 
     #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(unused_variables))]
+    #[inline]
     pub(crate) fn modify(&mut self, fd: RawFd, mode: Events, token: Token) -> io::Result<()> {
         match &mut self.inner {
             #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -273,6 +275,7 @@ impl LoopPoller {
         }
     }
 
+    #[inline]
     pub(crate) fn unregister(&mut self, fd: RawFd) -> io::Result<()> {
         match &mut self.inner {
             #[cfg(any(target_os = "linux", target_os = "android"))]
