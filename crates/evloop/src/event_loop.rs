@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::events::{Events, POLL_NVAL};
 use crate::poller::{Backend, LoopPoller, fd_is_open};
 use crate::signal::{Signal, SignalSource};
-use crate::timer::{TimerId, TimerQueue};
+use crate::timer::{TimerId, TimerQueue, nanos};
 use crate::waker::{LoopHandle, Waker};
 
 /// The original's `TIMEOUT_PRECISION`: how often periodic callbacks run.
@@ -216,7 +216,7 @@ impl Builder {
             periodics: Vec::new(),
             next_periodic: 0,
             precision: self.timeout_precision,
-            last_periodic: Instant::now(),
+            last_periodic_ns: crate::timer::monotonic_ns(),
             periodic_asap: false,
             stopping: false,
             running: false,
@@ -266,7 +266,8 @@ pub struct EventLoop<D = ()> {
     periodics: Vec<Periodic<D>>,
     next_periodic: u64,
     precision: Duration,
-    last_periodic: Instant,
+    /// When the periodic callbacks last ran ([`monotonic_ns`](crate::timer::monotonic_ns)).
+    last_periodic_ns: u64,
     periodic_asap: bool,
     stopping: bool,
     running: bool,
@@ -735,26 +736,28 @@ impl<D: 'static> EventLoop<D> {
             Err(err) => return Err(err),
         };
         if housekeeping {
-            self.fire_timers(data);
-            self.run_periodics_if_due(data);
+            // One clock reading for both: timers and periodics due by now.
+            let now = crate::timer::monotonic_ns();
+            self.fire_timers(now, data);
+            self.run_periodics_if_due(now, data);
         }
         Ok(dispatched)
     }
 
     fn poll_timeout(&mut self, timeout: Option<Duration>) -> Option<Duration> {
         let now = crate::timer::monotonic_ns();
-        let mut until = self
-            .timers
-            .next_deadline_ns()
-            .map(|when| Duration::from_nanos(when.saturating_sub(now)));
+        let mut until_ns = self.timers.next_deadline_ns().map(|when| when.saturating_sub(now));
         if !self.periodics.is_empty() {
-            let due = if self.periodic_asap {
-                Duration::ZERO
+            let due_ns = if self.periodic_asap {
+                0
             } else {
-                (self.last_periodic + self.precision).saturating_duration_since(Instant::now())
+                self.last_periodic_ns
+                    .saturating_add(nanos(self.precision))
+                    .saturating_sub(now)
             };
-            until = Some(until.map_or(due, |d| d.min(due)));
+            until_ns = Some(until_ns.map_or(due_ns, |d| d.min(due_ns)));
         }
+        let until = until_ns.map(Duration::from_nanos);
         match (timeout, until) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -853,11 +856,10 @@ impl<D: 'static> EventLoop<D> {
         self.drop_stale(token);
     }
 
-    fn fire_timers(&mut self, data: &mut D) {
+    fn fire_timers(&mut self, now: u64, data: &mut D) {
         if self.timers.is_empty() {
             return;
         }
-        let now = crate::timer::monotonic_ns();
         // Timers set by these callbacks wait for the next round.
         for _ in 0..self.timers.round() {
             let Some((id, mut callback)) = self.timers.pop_expired_ns(now) else {
@@ -868,17 +870,16 @@ impl<D: 'static> EventLoop<D> {
         }
     }
 
-    fn run_periodics_if_due(&mut self, data: &mut D) {
+    fn run_periodics_if_due(&mut self, now: u64, data: &mut D) {
         if self.periodics.is_empty() {
             self.periodic_asap = false;
             return;
         }
-        let now = Instant::now();
-        if !self.periodic_asap && now.duration_since(self.last_periodic) < self.precision {
+        if !self.periodic_asap && now.saturating_sub(self.last_periodic_ns) < nanos(self.precision) {
             return;
         }
         self.periodic_asap = false;
-        self.last_periodic = now;
+        self.last_periodic_ns = now;
         // Callbacks may add or remove periodics (themselves included): walk a snapshot.
         let ids: Vec<PeriodicId> = self.periodics.iter().map(|p| p.id).collect();
         for id in ids {

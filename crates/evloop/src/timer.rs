@@ -119,7 +119,8 @@ impl<T> Default for TimerQueue<T> {
     }
 }
 
-fn nanos(d: Duration) -> u64 {
+/// A duration in nanoseconds, saturating (584 years).
+pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
