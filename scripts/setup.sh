@@ -3,7 +3,8 @@
 # everything is there). Run as root, or with sudo available, for the apt packages.
 set -euo pipefail
 
-apt_packages=(curl python3 shadowsocks-libev)
+# make: tikv-jemalloc-sys builds jemalloc (the binaries' allocator) with it.
+apt_packages=(curl make python3 shadowsocks-libev)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -53,6 +53,13 @@ impl Bloom {
     fn clear(&mut self) {
         self.words.fill(0);
     }
+
+    /// Write every word, so that every page of the filter is resident.
+    fn touch(&mut self) {
+        // The allocation is zeroed already: an optimiser that knows this could drop a plain
+        // store of zero, and with it the page faults this is for.
+        self.words.fill(std::hint::black_box(0));
+    }
 }
 
 /// A rotating pair of Bloom filters for SIP004 salts, as shadowsocks-libev's `ppbloom`: new
@@ -62,8 +69,9 @@ impl Bloom {
 ///
 /// Each filter has `m = -capacity * ln(p) / ln(2)^2` bits and `k = (m / capacity) * ln 2`
 /// probes. With the [`Default`] of 1,000,000 entries at a 1e-6 false-positive rate that is
-/// about 28.8 Mbit = 3.6 MB and 20 probes per filter, so **about 7.2 MB** in total (allocated
-/// zeroed, so pages are only touched as bits get set). Probes use double hashing over two
+/// about 28.8 Mbit = 3.6 MB and 20 probes per filter, so **about 7.2 MB** in total. It is
+/// allocated zeroed, so pages are only touched as bits get set, unless
+/// [`PingPongBloom::make_resident`] touches them all up front. Probes use double hashing over two
 /// independently, randomly keyed SipHash-1-3 hashes (std's `RandomState`), so peers cannot
 /// aim for collisions.
 pub struct PingPongBloom {
@@ -113,6 +121,20 @@ impl PingPongBloom {
             self.count = 0;
         }
         true
+    }
+
+    /// Touch every page of both filters now.
+    ///
+    /// Each salt sets `k` bits spread over the whole filter, so a thousand salts or so make
+    /// every page of the current filter resident, and the other one follows at the first
+    /// rotation (after `capacity` salts): the filters reach their full size early in a server's
+    /// life and never shrink. Paying that at start-up keeps resident memory flat under load, so that
+    /// growth after start-up means connection state, not salts, and a memory limit too small
+    /// for the filters shows at start rather than under load.
+    pub fn make_resident(&mut self) {
+        for filter in &mut self.filters {
+            filter.touch();
+        }
     }
 
     /// Heap memory of both filters, in bytes.
@@ -301,6 +323,14 @@ mod tests {
         assert_eq!(b.hashes(), 20);
         let mb = b.memory_bytes() as f64 / 1e6;
         assert!((7.1..7.3).contains(&mb), "{mb} MB");
+    }
+
+    #[test]
+    fn resident_bloom_starts_empty() {
+        let mut b = PingPongBloom::new(10_000, 1e-6);
+        b.make_resident();
+        assert!(b.check_and_insert(b"salt"));
+        assert!(!b.check_and_insert(b"salt"));
     }
 
     #[test]
