@@ -218,9 +218,11 @@ impl Builder {
             precision: self.timeout_precision,
             last_periodic_ns: crate::timer::monotonic_ns(),
             periodic_asap: false,
-            stopping: false,
             running: false,
             waker: None,
+            generation_floor: 0,
+            shrink_below: 0,
+            pending: 0,
         })
     }
 }
@@ -269,10 +271,27 @@ pub struct EventLoop<D = ()> {
     /// When the periodic callbacks last ran ([`monotonic_ns`](crate::timer::monotonic_ns)).
     last_periodic_ns: u64,
     periodic_asap: bool,
-    stopping: bool,
     running: bool,
     waker: Option<Waker>,
+    /// Where slots pushed from now on start their generation: above every slot
+    /// that [`shrink_tables`](Self::shrink_tables) cut off, so that no stale token
+    /// for one ever matches again.
+    generation_floor: u32,
+    /// Shrink the tables once registrations are fewer than this (see `shrink_tables`).
+    shrink_below: usize,
+    /// What the loop must attend to between two iterations ([`STOP`], [`SHRINK`]):
+    /// one test per iteration covers them all.
+    pending: u8,
 }
+
+/// `pending`: [`EventLoop::stop`] was called.
+const STOP: u8 = 1;
+/// `pending`: registrations or timers fell far below their tables' size; the
+/// tables shrink between two iterations, when no handler is out of its slot.
+const SHRINK: u8 = 2;
+
+/// Tables smaller than this are never worth shrinking.
+const SHRINK_MIN_SLOTS: usize = 64;
 
 impl<D: 'static> EventLoop<D> {
     /// A loop on the automatically chosen backend (see [`Backend::auto`]).
@@ -340,7 +359,10 @@ impl<D: 'static> EventLoop<D> {
             NO_FREE => u32::try_from(self.slots.len()).expect("fewer than 2^32 registrations"),
             free => free,
         };
-        let generation = self.slots.get(index as usize).map_or(0, |s| s.generation);
+        let generation = self
+            .slots
+            .get(index as usize)
+            .map_or(self.generation_floor, |s| s.generation);
         let token = Token { index, generation };
         self.poller.register(fd, mode, token)?;
         if let Some(slot) = self.slots.get_mut(index as usize) {
@@ -350,6 +372,9 @@ impl<D: 'static> EventLoop<D> {
             slot.source_type = source_type;
             slot.entry = Some(entry);
         } else {
+            if self.slots.len() >= SHRINK_MIN_SLOTS {
+                self.shrink_below = self.shrink_below.max(self.slots.len() / 4);
+            }
             self.slots.push(Slot {
                 generation,
                 fd,
@@ -525,6 +550,9 @@ impl<D: 'static> EventLoop<D> {
         slot.next_free = free_head;
         self.free_head = token.index;
         self.registered -= 1;
+        if self.registered < self.shrink_below {
+            self.pending |= SHRINK;
+        }
         if let Some(t) = self.fd_tokens.get_mut(fd as usize)
             && *t == token
         {
@@ -534,6 +562,41 @@ impl<D: 'static> EventLoop<D> {
             self.replacements.retain(|(t, _)| *t != token);
         }
         Ok((fd, entry))
+    }
+
+    /// Give back the memory a burst of connections left behind, between two
+    /// iterations (never while a handler is out of its slot): vacant slots at the
+    /// end of the slab and unused fd numbers at the end of the fd index are cut
+    /// off, both return their spare capacity, and so do the timers' tables.
+    /// Tokens stay valid (and stale ones stale). The next shrink waits until the
+    /// registrations have halved again, so a few long-lived registrations at the
+    /// end of the slab cost a handful of scans, not one per `remove`.
+    fn shrink_tables(&mut self) {
+        self.pending &= !SHRINK;
+        while let Some(last) = self.slots.last()
+            && !last.is_live()
+        {
+            self.generation_floor = self.generation_floor.max(last.generation);
+            self.slots.pop();
+        }
+        // Rebuilt lowest first, so that new registrations fill the front and the
+        // end can be cut off again next time.
+        self.free_head = NO_FREE;
+        for (index, slot) in self.slots.iter_mut().enumerate().rev() {
+            if !slot.is_live() {
+                slot.next_free = self.free_head;
+                self.free_head = index as u32;
+            }
+        }
+        self.slots.shrink_to_fit();
+        while self.fd_tokens.last() == Some(&NO_TOKEN) {
+            self.fd_tokens.pop();
+        }
+        self.fd_tokens.shrink_to_fit();
+        self.shrink_below = self.registered.div_ceil(2);
+        if self.timers.is_sparse() {
+            self.timers.shrink();
+        }
     }
 
     /// Drop a registration whose fd was found closed (or reused), without closing it.
@@ -564,7 +627,11 @@ impl<D: 'static> EventLoop<D> {
 
     /// Cancel a timer; true if it was pending (or firing, and now won't repeat).
     pub fn cancel_timer(&mut self, id: TimerId) -> bool {
-        self.timers.cancel(id)
+        let cancelled = self.timers.cancel(id);
+        if self.timers.is_sparse() {
+            self.pending |= SHRINK;
+        }
+        cancelled
     }
 
     /// When a timer fires next, if it is pending.
@@ -602,7 +669,7 @@ impl<D: 'static> EventLoop<D> {
 
     /// Ask [`run`](Self::run) to return after the current iteration.
     pub fn stop(&mut self) {
-        self.stopping = true;
+        self.pending |= STOP;
     }
 
     /// A handle that wakes or stops this loop from any thread (it registers the
@@ -681,16 +748,19 @@ impl<D: 'static> EventLoop<D> {
     /// [`LoopHandle`]). Returns early only if the poller itself fails.
     pub fn run(&mut self, data: &mut D) -> io::Result<()> {
         self.enter()?;
-        self.stopping = false;
+        self.pending &= !STOP;
         let result = loop {
             if let Err(e) = self.iterate(None, data) {
                 break Err(e);
             }
-            if self.stopping {
-                break Ok(());
+            if self.pending != 0 {
+                self.between_iterations();
+                if self.pending & STOP != 0 {
+                    break Ok(());
+                }
             }
         };
-        self.stopping = false;
+        self.pending &= !STOP;
         self.running = false;
         result
     }
@@ -702,8 +772,17 @@ impl<D: 'static> EventLoop<D> {
     pub fn run_once(&mut self, timeout: Option<Duration>, data: &mut D) -> io::Result<usize> {
         self.enter()?;
         let result = self.iterate(timeout, data);
+        self.between_iterations();
         self.running = false;
         result
+    }
+
+    /// What was left for between two iterations, stopping aside (the caller's).
+    #[cold]
+    fn between_iterations(&mut self) {
+        if self.pending & SHRINK != 0 {
+            self.shrink_tables();
+        }
     }
 
     fn enter(&mut self) -> io::Result<()> {
@@ -740,6 +819,9 @@ impl<D: 'static> EventLoop<D> {
             let now = crate::timer::monotonic_ns();
             self.fire_timers(now, data);
             self.run_periodics_if_due(now, data);
+            if self.timers.is_sparse() {
+                self.pending |= SHRINK;
+            }
         }
         Ok(dispatched)
     }
@@ -914,4 +996,64 @@ impl<D> fmt::Debug for EventLoop<D> {
 /// `get_sock_error`. `Ok(None)` when there is none.
 pub fn get_sock_error(sock: &impl AsFd) -> io::Result<Option<io::Error>> {
     socket2::SockRef::from(sock).take_error()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::POLL_IN;
+    use std::net::UdpSocket;
+    use std::rc::Rc;
+
+    fn idle(_: &mut Ctx<'_, ()>, _: &mut Rc<UdpSocket>, _: Token, _: Events) -> io::Result<()> {
+        Ok(())
+    }
+
+    #[test]
+    fn tables_shrink_after_a_burst_and_stale_tokens_stay_stale() {
+        // Thousands of fds: the other tests must not be handed numbers meanwhile.
+        let _guard = crate::poller::poll::tests::lock_fd_numbers();
+        let mut lp: EventLoop = EventLoop::new().unwrap();
+        let keep = Rc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let kept = lp.add(Rc::clone(&keep), POLL_IN, idle).unwrap();
+        // One socket registered many times over (each an fd of its own via dup), as a
+        // burst of connections would be.
+        let burst: Vec<Token> = (0..2000)
+            .map(|_| lp.add(Rc::new(keep.try_clone().unwrap()), POLL_IN, idle).unwrap())
+            .collect();
+        let timers: Vec<TimerId> = (0..2000)
+            .map(|_| lp.add_timer(Duration::from_secs(60), |_| {}))
+            .collect();
+        let (slots, fds) = (lp.slots.capacity(), lp.fd_tokens.capacity());
+        for &token in &burst {
+            lp.remove(token).unwrap();
+        }
+        for &id in &timers {
+            lp.cancel_timer(id);
+        }
+        lp.run_once(Some(Duration::ZERO), &mut ()).unwrap();
+        assert!(
+            lp.slots.capacity() < slots / 8,
+            "slots {} of {slots}",
+            lp.slots.capacity()
+        );
+        assert!(
+            lp.fd_tokens.capacity() < fds / 8,
+            "fd index {} of {fds}",
+            lp.fd_tokens.capacity()
+        );
+        assert!(lp.timers.capacity() < 2000 / 8, "timers {}", lp.timers.capacity());
+        assert!(lp.contains(kept), "the registration that stayed is intact");
+        // New registrations reuse the cut-off slot numbers with new generations.
+        let again: Vec<Token> = (0..2000)
+            .map(|_| lp.add(Rc::new(keep.try_clone().unwrap()), POLL_IN, idle).unwrap())
+            .collect();
+        for token in &burst {
+            assert!(!lp.contains(*token), "stale {token:?} matches a new registration");
+            assert!(!again.contains(token), "{token:?} issued twice");
+        }
+        for id in &timers {
+            assert!(!lp.cancel_timer(*id), "stale {id:?} cancelled something");
+        }
+    }
 }

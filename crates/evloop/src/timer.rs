@@ -102,7 +102,15 @@ pub struct TimerQueue<T> {
     /// Heap entries whose timer was cancelled, not yet popped.
     tombstones: usize,
     next_seq: u32,
+    /// Where slots pushed from now on start their generation: above every slot that
+    /// [`shrink`](Self::shrink) cut off, so a stale id for one never matches again.
+    generation_floor: u32,
+    /// [`is_sparse`](Self::is_sparse) once live timers are fewer than this.
+    shrink_below: usize,
 }
+
+/// Tables smaller than this are never worth shrinking.
+const SHRINK_MIN_SLOTS: usize = 64;
 
 impl<T> Default for TimerQueue<T> {
     fn default() -> Self {
@@ -115,6 +123,8 @@ impl<T> Default for TimerQueue<T> {
             live: 0,
             tombstones: 0,
             next_seq: 0,
+            generation_floor: 0,
+            shrink_below: 0,
         }
     }
 }
@@ -183,8 +193,11 @@ impl<T> TimerQueue<T> {
             index
         } else {
             let index = u32::try_from(self.slots.len()).expect("fewer than 2^32 timers");
+            if self.slots.len() >= SHRINK_MIN_SLOTS {
+                self.shrink_below = self.shrink_below.max(self.slots.len() / 4);
+            }
             self.slots.push(Slot {
-                generation: 0,
+                generation: self.generation_floor,
                 seq,
                 when,
                 interval,
@@ -240,6 +253,47 @@ impl<T> TimerQueue<T> {
         self.free_head = id.index;
         self.live -= 1;
         true
+    }
+
+    /// How many timer slots the queue has room for (live ones and vacant).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.capacity()
+    }
+
+    /// True when most of the queue's tables are vacant after a burst of timers:
+    /// time to [`shrink`](Self::shrink) them.
+    pub fn is_sparse(&self) -> bool {
+        self.live < self.shrink_below
+    }
+
+    /// Give back the memory a burst of timers left behind: the heap loses its
+    /// tombstones, vacant slots at the end of the slab are cut off, and both
+    /// return their spare capacity. Ids stay valid (and stale ones stale). The
+    /// next call waits until the live timers have halved again.
+    pub fn shrink(&mut self) {
+        let slots = &self.slots;
+        // Tombstones point at slots that may be cut off below.
+        self.heap.retain(|Reverse(e)| is_live(slots, e));
+        self.tombstones = 0;
+        self.heap.shrink_to_fit();
+        while let Some(last) = self.slots.last()
+            && matches!(last.state, SlotState::Vacant { .. })
+        {
+            self.generation_floor = self.generation_floor.max(last.generation);
+            self.slots.pop();
+        }
+        // Rebuilt lowest first, so that new timers fill the front and the end can
+        // be cut off again next time.
+        self.free_head = NO_FREE;
+        for (index, slot) in self.slots.iter_mut().enumerate().rev() {
+            if let SlotState::Vacant { next_free } = &mut slot.state {
+                *next_free = self.free_head;
+                self.free_head = index as u32;
+            }
+        }
+        self.slots.shrink_to_fit();
+        self.shrink_below = self.live.div_ceil(2);
     }
 
     /// Free a slot whose state is already `Vacant { next_free: free_head }`.
