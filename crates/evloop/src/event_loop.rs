@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::events::{Events, POLL_NVAL};
 use crate::poller::{Backend, LoopPoller, fd_is_open};
 use crate::signal::{Signal, SignalSource};
-use crate::timer::{TimerId, TimerQueue, nanos};
+use crate::timer::{SHRINK_MIN_SLOTS, TimerId, TimerQueue, nanos};
 use crate::waker::{LoopHandle, Waker};
 
 /// The original's `TIMEOUT_PRECISION`: how often periodic callbacks run.
@@ -289,9 +289,6 @@ const STOP: u8 = 1;
 /// `pending`: registrations or timers fell far below their tables' size; the
 /// tables shrink between two iterations, when no handler is out of its slot.
 const SHRINK: u8 = 2;
-
-/// Tables smaller than this are never worth shrinking.
-const SHRINK_MIN_SLOTS: usize = 64;
 
 impl<D: 'static> EventLoop<D> {
     /// A loop on the automatically chosen backend (see [`Backend::auto`]).
@@ -1007,6 +1004,69 @@ mod tests {
 
     fn idle(_: &mut Ctx<'_, ()>, _: &mut Rc<UdpSocket>, _: Token, _: Events) -> io::Result<()> {
         Ok(())
+    }
+
+    proptest::proptest! {
+        /// Registrations and timers come and go in bursts, so that the tables grow and
+        /// shrink many times: every live token and timer id keeps working, and no
+        /// stale one ever matches again.
+        #[test]
+        fn tokens_and_timer_ids_survive_shrinking(ops in proptest::collection::vec(0u8..6, 1..400)) {
+            let _guard = crate::poller::poll::tests::lock_fd_numbers();
+            let mut lp: EventLoop = EventLoop::new().unwrap();
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let (mut live, mut gone) = (Vec::new(), Vec::new());
+            let (mut timers, mut fired_or_cancelled) = (Vec::new(), Vec::new());
+            for (step, op) in ops.into_iter().enumerate() {
+                match op {
+                    0 | 1 => {
+                        for _ in 0..(1 + step % 7) {
+                            live.push(lp.add(Rc::new(sock.try_clone().unwrap()), POLL_IN, idle).unwrap());
+                        }
+                    }
+                    2 => {
+                        // Remove most, from the front or the back by turns.
+                        let keep = live.len() / 8;
+                        let removed: Vec<Token> = if step % 2 == 0 {
+                            live.drain(keep..).collect()
+                        } else {
+                            live.drain(..live.len() - keep).collect()
+                        };
+                        for token in removed {
+                            lp.remove(token).unwrap();
+                            gone.push(token);
+                        }
+                    }
+                    3 => timers.push(lp.add_timer(Duration::from_secs(60), |_| {})),
+                    4 => {
+                        let keep = timers.len() / 8;
+                        for id in timers.drain(keep..) {
+                            proptest::prop_assert!(lp.cancel_timer(id));
+                            fired_or_cancelled.push(id);
+                        }
+                    }
+                    _ => {
+                        lp.run_once(Some(Duration::ZERO), &mut ()).unwrap();
+                    }
+                }
+                proptest::prop_assert_eq!(lp.len(), live.len());
+                proptest::prop_assert_eq!(lp.timer_count(), timers.len());
+            }
+            lp.run_once(Some(Duration::ZERO), &mut ()).unwrap();
+            for token in &live {
+                proptest::prop_assert!(lp.contains(*token));
+            }
+            for token in &gone {
+                proptest::prop_assert!(!lp.contains(*token), "stale {:?} matches", token);
+            }
+            for id in &timers {
+                proptest::prop_assert!(lp.timer_deadline(*id).is_some());
+            }
+            for id in &fired_or_cancelled {
+                proptest::prop_assert!(lp.timer_deadline(*id).is_none());
+                proptest::prop_assert!(!lp.cancel_timer(*id), "stale {:?} cancelled something", id);
+            }
+        }
     }
 
     #[test]

@@ -109,8 +109,9 @@ pub struct TimerQueue<T> {
     shrink_below: usize,
 }
 
-/// Tables smaller than this are never worth shrinking.
-const SHRINK_MIN_SLOTS: usize = 64;
+/// Tables (this queue's, and the loop's registrations) smaller than this are never
+/// worth shrinking. The unit tests shrink small ones, to reach that code often.
+pub(crate) const SHRINK_MIN_SLOTS: usize = if cfg!(test) { 4 } else { 64 };
 
 impl<T> Default for TimerQueue<T> {
     fn default() -> Self {
