@@ -11,6 +11,7 @@
 //! use consecutive nonces).
 
 use std::fmt;
+use std::io::IoSliceMut;
 use std::mem;
 
 use super::cipher::{Aead, NonceCounter};
@@ -39,6 +40,17 @@ impl Sealer {
         self.seal_tail(out, start);
     }
 
+    /// Seals `buf[..len]` in place as one AEAD chunk, its tag into `buf[len..len + TAG_LEN]`.
+    pub(crate) fn seal_in(&mut self, buf: &mut [u8], len: usize) {
+        self.aead.seal_in(self.nonce.get(), buf, len);
+        self.nonce.increment();
+    }
+
+    /// The steady-state view of this sealer, for chunks of at most `max` bytes.
+    pub(crate) fn chunks(&mut self, max: usize) -> ChunkSealer<'_> {
+        ChunkSealer { sealer: self, max }
+    }
+
     /// Seals `out[start..]` in place as one AEAD chunk and appends its tag.
     pub(crate) fn seal_tail(&mut self, out: &mut Vec<u8>, start: usize) {
         self.aead.seal_tail(self.nonce.get(), out, start);
@@ -54,6 +66,69 @@ impl Sealer {
             self.seal(&len.to_be_bytes(), out);
             self.seal(chunk, out);
         }
+    }
+}
+
+/// Bytes a payload chunk costs besides its payload: the sealed length before it (2 bytes and a
+/// tag), and its own tag after it.
+pub const CHUNK_OVERHEAD: usize = 2 + 2 * TAG_LEN;
+
+/// A stream's sealing half once its salt and headers are out, when every further payload is a
+/// plain length/payload chunk pair: the relay reads plaintext straight into the payload slots
+/// of its output buffer ([`ChunkSealer::slots`]) and has it sealed there
+/// ([`ChunkSealer::seal_read`]), so that the bytes are not copied on their way through.
+#[derive(Debug)]
+pub struct ChunkSealer<'a> {
+    sealer: &'a mut Sealer,
+    max: usize,
+}
+
+impl ChunkSealer<'_> {
+    /// Largest payload of one chunk.
+    pub fn max_payload(&self) -> usize {
+        self.max
+    }
+
+    /// Ciphertext bytes for `payload` bytes of plaintext.
+    pub fn sealed_len(&self, payload: usize) -> usize {
+        payload + payload.div_ceil(self.max) * CHUNK_OVERHEAD
+    }
+
+    /// The payload slots of `buf` (whose length should be [`ChunkSealer::sealed_len`] of the
+    /// payload wanted): chunk after chunk, each slot leaving room for the sealed length before
+    /// it and the tag after it. Read into them in order (`readv`), then call
+    /// [`ChunkSealer::seal_read`].
+    pub fn slots<'b>(&self, buf: &'b mut [u8]) -> Vec<IoSliceMut<'b>> {
+        let stride = self.max + CHUNK_OVERHEAD;
+        let mut slots = Vec::with_capacity(buf.len().div_ceil(stride));
+        let mut rest = buf;
+        while rest.len() > CHUNK_OVERHEAD {
+            let take = rest.len().min(stride);
+            let (chunk, tail) = rest.split_at_mut(take);
+            rest = tail;
+            slots.push(IoSliceMut::new(&mut chunk[2 + TAG_LEN..take - TAG_LEN]));
+        }
+        slots
+    }
+
+    /// Seals in place the `n` bytes of plaintext that were read into the slots of `buf`;
+    /// returns the length of the ciphertext, which starts at `buf[0]` and is contiguous (the
+    /// last, partial chunk's tag lands right after its payload).
+    pub fn seal_read(&mut self, buf: &mut [u8], n: usize) -> usize {
+        let stride = self.max + CHUNK_OVERHEAD;
+        let mut at = 0;
+        let mut left = n;
+        while left > 0 {
+            let len = left.min(self.max);
+            let chunk = &mut buf[at..at + len + CHUNK_OVERHEAD];
+            let len16 = u16::try_from(len).expect("chunk length fits in u16");
+            chunk[..2].copy_from_slice(&len16.to_be_bytes());
+            self.sealer.seal_in(chunk, 2);
+            self.sealer.seal_in(&mut chunk[2 + TAG_LEN..], len);
+            left -= len;
+            at += stride.min(len + CHUNK_OVERHEAD);
+        }
+        at
     }
 }
 
@@ -100,6 +175,14 @@ impl Opener {
                 Err(e)
             }
         }
+    }
+
+    /// Opens the unit at `buf[src..]`, leaving its plaintext at the front of `buf`; returns the
+    /// plaintext length.
+    pub(crate) fn open_within(&mut self, buf: &mut [u8], src: usize) -> Result<usize, Error> {
+        let n = self.aead.open_within(self.nonce.get(), buf, src)?;
+        self.nonce.increment();
+        Ok(n)
     }
 
     /// Opens a small `unit` (at most [`SMALL`] bytes) into `buf`; returns the plaintext length.
@@ -154,6 +237,24 @@ impl ChunkReader {
         self.payload.map_or(2, |n| n) + TAG_LEN
     }
 
+    /// As [`ChunkReader::process`], for a unit at `buf[unit..]` whose payload is to land at
+    /// `buf[out..]` (`out <= unit`); returns the payload length.
+    pub(crate) fn process_at(&mut self, buf: &mut [u8], out: usize, unit: usize) -> Result<usize, Error> {
+        match self.payload {
+            None => {
+                self.process(&buf[unit..unit + 2 + TAG_LEN], &mut Vec::new())?;
+                Ok(0)
+            }
+            Some(len) => {
+                let n = self
+                    .opener
+                    .open_within(&mut buf[out..unit + len + TAG_LEN], unit - out)?;
+                self.payload = None;
+                Ok(n)
+            }
+        }
+    }
+
     /// Opens one unit of [`ChunkReader::need`] bytes, appending any payload to `out`.
     pub(crate) fn process(&mut self, unit: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
         match self.payload.take() {
@@ -180,6 +281,29 @@ pub(crate) trait Framed {
     fn need(&self) -> usize;
     /// Processes a unit of exactly [`Framed::need`] bytes, appending plaintext to `out`.
     fn process(&mut self, unit: &[u8], out: &mut Vec<u8>) -> Result<(), Error>;
+
+    /// Processes the unit of [`Framed::need`] bytes at `buf[unit..]`, writing its plaintext at
+    /// `buf[out..]` (`out <= unit`: plaintext is never longer than its unit); returns the
+    /// plaintext length. This default goes through [`Framed::process`] and copies; the
+    /// payload chunks, which carry nearly all bytes, override it to open in place.
+    fn process_at(&mut self, buf: &mut [u8], out: usize, unit: usize) -> Result<usize, Error> {
+        process_copying(self, buf, out, unit)
+    }
+}
+
+/// [`Framed::process_at`] through [`Framed::process`], for the units of a stream's start
+/// (salt, headers), which are processed once per stream.
+pub(crate) fn process_copying<F: Framed + ?Sized>(
+    parser: &mut F,
+    buf: &mut [u8],
+    out: usize,
+    unit: usize,
+) -> Result<usize, Error> {
+    let need = parser.need();
+    let mut plain = Vec::new();
+    parser.process(&buf[unit..unit + need], &mut plain)?;
+    buf[out..out + plain.len()].copy_from_slice(&plain);
+    Ok(plain.len())
 }
 
 /// Cuts arbitrary fragments of input into the units a [`Framed`] parser asks for: whole units
@@ -227,6 +351,40 @@ impl Gather {
             }
         }
         Ok(())
+    }
+
+    /// The in-place counterpart of [`Gather::feed`], for input that is kept where it was read:
+    /// `buf[*raw..]` holds the bytes not yet processed, and plaintext is written from
+    /// `buf[*out..]` on (`*out <= *raw`). Every whole unit is processed; both indexes advance,
+    /// and an incomplete unit stays at `buf[*raw..]` for the caller to complete. Not to be
+    /// mixed with [`Gather::feed`] on one stream.
+    pub(crate) fn open_in_place<F: Framed>(
+        &mut self,
+        parser: &mut F,
+        buf: &mut [u8],
+        out: &mut usize,
+        raw: &mut usize,
+    ) -> Result<(), Error> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        debug_assert!(self.pending.is_empty(), "feed and open_in_place mixed on one stream");
+        loop {
+            let need = parser.need();
+            if buf.len() - *raw < need {
+                return Ok(());
+            }
+            match parser.process_at(buf, *out, *raw) {
+                Ok(n) => {
+                    *out += n;
+                    *raw += need;
+                }
+                Err(e) => {
+                    self.failed = Some(e.clone());
+                    return Err(e);
+                }
+            }
+        }
     }
 
     /// Bytes held while waiting for the rest of a unit.
@@ -341,6 +499,11 @@ impl Encryptor {
         self.salt.get()
     }
 
+    /// Once the salt is out, the sealer for reading plaintext straight into place.
+    pub fn steady(&mut self) -> Option<ChunkSealer<'_>> {
+        self.salt_sent.then(|| self.sealer.chunks(super::SIP004_MAX_PAYLOAD))
+    }
+
     /// Appends the encryption of `plaintext` to `out`: the salt first (on the first non-empty
     /// call), then length/payload chunks of at most 0x3FFF bytes. An empty `plaintext` appends
     /// nothing.
@@ -386,13 +549,32 @@ impl Framed for StreamIn {
             }
             Some(reader) => {
                 reader.process(unit, out)?;
-                if mem::take(&mut self.hook_pending)
-                    && let (Some(hook), Some(salt)) = (&mut self.hook, &self.salt)
-                    && !hook(salt.get())
-                {
-                    return Err(Error::ReplayedSalt);
-                }
+                self.check_hook()?;
             }
+        }
+        Ok(())
+    }
+
+    fn process_at(&mut self, buf: &mut [u8], out: usize, unit: usize) -> Result<usize, Error> {
+        let Some(reader) = &mut self.reader else {
+            let need = self.need();
+            self.process(&buf[unit..unit + need], &mut Vec::new())?;
+            return Ok(0);
+        };
+        let n = reader.process_at(buf, out, unit)?;
+        self.check_hook()?;
+        Ok(n)
+    }
+}
+
+impl StreamIn {
+    /// Runs the replay check once, after the first chunk authenticated.
+    fn check_hook(&mut self) -> Result<(), Error> {
+        if mem::take(&mut self.hook_pending)
+            && let (Some(hook), Some(salt)) = (&mut self.hook, &self.salt)
+            && !hook(salt.get())
+        {
+            return Err(Error::ReplayedSalt);
         }
         Ok(())
     }
@@ -437,6 +619,15 @@ impl Decryptor {
         self.gather.feed(&mut self.inner, input, out)
     }
 
+    /// Decrypts in place: `buf[*raw..]` holds ciphertext not yet processed, plaintext goes to
+    /// `buf[*out..]` (`*out <= *raw`), and both indexes advance over every whole chunk; an
+    /// incomplete one stays at `buf[*raw..]` until more is read after it. Payload chunks are
+    /// opened where they lie, without a copy. Not to be mixed with [`Decryptor::feed`]; errors
+    /// are final as with `feed`.
+    pub fn open_in_place(&mut self, buf: &mut [u8], out: &mut usize, raw: &mut usize) -> Result<(), Error> {
+        self.gather.open_in_place(&mut self.inner, buf, out, raw)
+    }
+
     /// The peer's salt, once received in full.
     pub fn salt(&self) -> Option<&[u8]> {
         self.inner.salt.as_ref().map(Salt::get)
@@ -465,7 +656,7 @@ impl fmt::Debug for Decryptor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::cell::RefCell;
     use std::rc::Rc;
 
@@ -510,6 +701,104 @@ mod tests {
                 assert_eq!(&plain[size..], b"more");
             }
         }
+    }
+
+    /// Simulates a readv of `data` into `slots`, in order.
+    pub(crate) fn fill_slots(slots: &mut [IoSliceMut<'_>], mut data: &[u8]) {
+        for slot in slots {
+            let n = slot.len().min(data.len());
+            slot[..n].copy_from_slice(&data[..n]);
+            data = &data[n..];
+        }
+        assert!(data.is_empty(), "more data than the slots hold");
+    }
+
+    /// Seals `data` through the steady-state sealer as the relay does: a buffer sized for
+    /// `room` bytes of payload, of which `data.len()` were read.
+    pub(crate) fn seal_steady(sealer: &mut ChunkSealer<'_>, data: &[u8], room: usize) -> Vec<u8> {
+        let mut buf = vec![0xAA; sealer.sealed_len(room)];
+        let mut slots = sealer.slots(&mut buf);
+        fill_slots(&mut slots, data);
+        drop(slots);
+        let n = sealer.seal_read(&mut buf, data.len());
+        assert_eq!(n, sealer.sealed_len(data.len()));
+        buf.truncate(n);
+        buf
+    }
+
+    /// Opens `wire` in place, fed in pieces of `step` bytes appended behind what is held,
+    /// as the relay's queue does; returns the plaintext.
+    pub(crate) fn open_pieces(
+        wire: &[u8],
+        step: usize,
+        mut open: impl FnMut(&mut [u8], &mut usize, &mut usize) -> Result<(), Error>,
+    ) -> Result<Vec<u8>, Error> {
+        let mut buf = Vec::new();
+        let (mut out, mut raw) = (0, 0);
+        for piece in wire.chunks(step) {
+            buf.extend_from_slice(piece);
+            open(&mut buf, &mut out, &mut raw)?;
+        }
+        assert_eq!(raw, buf.len(), "a unit left incomplete");
+        buf.truncate(out);
+        Ok(buf)
+    }
+
+    #[test]
+    fn steady_sealer_writes_what_encrypt_writes() {
+        for m in SIP004 {
+            let key = Key::new(m, "pw").unwrap();
+            let salt = vec![3u8; m.salt_len()];
+            for (size, room) in [(1, 100), (0x3FFF, 0x3FFF), (0x4000, 4 * 0x3FFF), (50_000, 4 * 0x3FFF)] {
+                let msg = data(size);
+                let mut a = Encryptor::with_salt(&key, &salt).unwrap();
+                let mut b = Encryptor::with_salt(&key, &salt).unwrap();
+                assert!(a.steady().is_none(), "no salt out yet");
+                let (mut wa, mut wb) = (Vec::new(), Vec::new());
+                a.encrypt(b"first", &mut wa);
+                b.encrypt(b"first", &mut wb);
+                a.encrypt(&msg, &mut wa);
+                wb.extend(seal_steady(&mut b.steady().unwrap(), &msg, room));
+                assert_eq!(wa, wb, "{m} {size}");
+            }
+        }
+    }
+
+    #[test]
+    fn open_in_place_under_any_fragmentation() {
+        for m in SIP004 {
+            let key = Key::new(m, "pw").unwrap();
+            let mut enc = Encryptor::new(&key).unwrap();
+            let mut wire = Vec::new();
+            let msg = data(50_000);
+            enc.encrypt(&msg, &mut wire);
+            enc.encrypt(b"tail", &mut wire);
+            for step in [1, 17, 18, 19, 1000, 16_417, 16_418, 16_419, 100_000] {
+                let mut dec = Decryptor::new(&key).unwrap();
+                let plain = open_pieces(&wire, step, |b, o, r| dec.open_in_place(b, o, r)).unwrap();
+                assert_eq!(plain.len(), msg.len() + 4, "{m} {step}");
+                assert_eq!(&plain[..msg.len()], &msg[..], "{m} {step}");
+                assert_eq!(dec.salt(), Some(enc.salt()));
+            }
+            let mut bad = wire.clone();
+            bad[40_000] ^= 1;
+            let mut dec = Decryptor::new(&key).unwrap();
+            let result = open_pieces(&bad, 30_000, |b, o, r| dec.open_in_place(b, o, r));
+            assert_eq!(result, Err(Error::Authentication), "{m}");
+            assert_eq!(dec.error(), Some(&Error::Authentication));
+        }
+    }
+
+    #[test]
+    fn open_in_place_checks_the_salt_hook() {
+        let key = Key::new(Method::Aes128Gcm, "pw").unwrap();
+        let mut enc = Encryptor::new(&key).unwrap();
+        let mut wire = Vec::new();
+        enc.encrypt(b"hello", &mut wire);
+        let mut dec = Decryptor::new(&key).unwrap();
+        dec.set_salt_hook(Box::new(|_| false));
+        let result = open_pieces(&wire, 7, |b, o, r| dec.open_in_place(b, o, r));
+        assert_eq!(result, Err(Error::ReplayedSalt));
     }
 
     #[test]

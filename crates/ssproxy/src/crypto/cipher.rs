@@ -59,6 +59,50 @@ impl Aead {
         buf.extend_from_slice(&tag);
     }
 
+    /// Encrypts `buf[..len]` in place and writes the tag into `buf[len..len + TAG_LEN]`, for
+    /// payload that was read straight into its place in an output buffer.
+    pub(crate) fn seal_in(&self, nonce: &[u8], buf: &mut [u8], len: usize) {
+        let (data, rest) = buf.split_at_mut(len);
+        let tag_out = &mut rest[..TAG_LEN];
+        match self {
+            Aead::Ring(key) => {
+                let nonce = Nonce::try_assume_unique_for_key(nonce).expect("12-byte nonce");
+                let t = key
+                    .seal_in_place_separate_tag(nonce, Aad::empty(), data)
+                    .expect("chunk is far below the AEAD's maximum length");
+                tag_out.copy_from_slice(t.as_ref());
+            }
+            Aead::XChaCha(c) => {
+                let t = c
+                    .encrypt_in_place_detached(XNonce::from_slice(nonce), b"", data)
+                    .expect("chunk is far below the AEAD's maximum length");
+                tag_out.copy_from_slice(&t);
+            }
+        }
+    }
+
+    /// Decrypts the ciphertext and tag at `buf[src..]`, leaving the plaintext at the front of
+    /// `buf`; returns its length. ring's ciphers shift while they decrypt, so a chunk opened
+    /// this way lands next to the plaintext before it without a separate copy.
+    pub(crate) fn open_within(&self, nonce: &[u8], buf: &mut [u8], src: usize) -> Result<usize, Error> {
+        let len = match (buf.len() - src).checked_sub(TAG_LEN) {
+            Some(len) => len,
+            None => return Err(Error::PacketTooShort(buf.len() - src)),
+        };
+        match self {
+            Aead::Ring(key) => {
+                let nonce = Nonce::try_assume_unique_for_key(nonce).expect("12-byte nonce");
+                key.open_within(nonce, Aad::empty(), buf, src..)
+                    .map_err(|_| Error::Authentication)?;
+            }
+            Aead::XChaCha(_) => {
+                self.open(nonce, &mut buf[src..])?;
+                buf.copy_within(src..src + len, 0);
+            }
+        }
+        Ok(len)
+    }
+
     /// Decrypts `buf` (ciphertext followed by the tag) in place; returns the plaintext length,
     /// the plaintext being `buf[..len]`.
     pub(crate) fn open(&self, nonce: &[u8], buf: &mut [u8]) -> Result<usize, Error> {
@@ -149,6 +193,34 @@ mod tests {
         assert_eq!(hex::encode(&buf), AES128_KAT);
         let n = aead.open(&[0; 12], &mut buf).unwrap();
         assert_eq!(&buf[..n], b"hello");
+    }
+
+    #[test]
+    fn sealing_into_place_and_opening_with_a_shift() {
+        for m in [
+            Method::Aes128Gcm,
+            Method::Chacha20IetfPoly1305,
+            Method::Xchacha20IetfPoly1305,
+        ] {
+            let aead = Aead::new(m, &[7; 32][..m.key_len()]);
+            let nonce = vec![1u8; m.nonce_len()];
+            let mut expected = b"payload".to_vec();
+            aead.seal_tail(&nonce, &mut expected, 0);
+            let mut buf = vec![0u8; 5 + 7 + TAG_LEN];
+            buf[5..12].copy_from_slice(b"payload");
+            aead.seal_in(&nonce, &mut buf[5..], 7);
+            assert_eq!(&buf[5..], &expected[..], "{m}");
+            assert_eq!(aead.open_within(&nonce, &mut buf, 5), Ok(7), "{m}");
+            assert_eq!(&buf[..7], b"payload", "{m}");
+            buf[5..].copy_from_slice(&expected);
+            buf[6] ^= 1;
+            assert_eq!(aead.open_within(&nonce, &mut buf, 5), Err(Error::Authentication), "{m}");
+            assert_eq!(
+                aead.open_within(&nonce, &mut buf, 20),
+                Err(Error::PacketTooShort(8)),
+                "{m}"
+            );
+        }
     }
 
     const AES128_KAT: &str = "21b3eb3ff6d5da0429e8cdfe3e7c225048a22ae7c0";

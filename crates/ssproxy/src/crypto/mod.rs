@@ -4,6 +4,10 @@
 //! with whatever the event loop read and drains into whatever it will write. Ciphertext and
 //! plaintext are appended to caller-provided `Vec<u8>`s (reuse them: no allocation happens
 //! per chunk once they have grown), and AEAD operations run in place in those buffers.
+//! For bulk data the relay skips even that copy: once a stream's headers are out,
+//! [`ChunkSealer`] seals plaintext that was read straight into the gaps of the output buffer,
+//! and the decryptors' `open_in_place` open ciphertext where it was read, leaving plaintext
+//! behind it.
 //!
 //! The primitives come from audited crates (ring for AES-GCM and ChaCha20-Poly1305, RustCrypto
 //! for XChaCha20-Poly1305 and the raw AES block cipher, md-5, blake3, ring's HKDF-SHA1); this
@@ -42,7 +46,7 @@ use std::fmt;
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use aead::{Decryptor, Encryptor};
+pub use aead::{CHUNK_OVERHEAD, ChunkSealer, Decryptor, Encryptor};
 pub use key::Key;
 pub use method::Method;
 pub use replay::{PingPongBloom, ReplayWindow, SaltPool};

@@ -20,7 +20,7 @@
 use std::fmt;
 use std::mem;
 
-use super::aead::{ChunkReader, Framed, Gather, Opener, SMALL, Salt, Sealer};
+use super::aead::{ChunkReader, ChunkSealer, Framed, Gather, Opener, SMALL, Salt, Sealer, process_copying};
 use super::{
     Clock, Error, Key, SIP022_MAX_PAYLOAD, SaltHook, TAG_LEN, check_timestamp, random_padding_len, socks_addr_len,
     unix_time,
@@ -102,6 +102,11 @@ impl RequestEncryptor {
     /// Whether the headers have been written.
     pub fn header_sent(&self) -> bool {
         self.header_sent
+    }
+
+    /// Once the headers are out, the sealer for reading plaintext straight into place.
+    pub fn steady(&mut self) -> Option<ChunkSealer<'_>> {
+        self.header_sent.then(|| self.sealer.chunks(SIP022_MAX_PAYLOAD))
     }
 
     /// Appends the encryption of `plaintext` to `out`. The first call always writes the salt
@@ -239,6 +244,13 @@ impl Framed for RequestIn {
         };
         Ok(())
     }
+
+    fn process_at(&mut self, buf: &mut [u8], out: usize, unit: usize) -> Result<usize, Error> {
+        if let RequestState::Data(reader) = &mut self.state {
+            return reader.process_at(buf, out, unit);
+        }
+        process_copying(self, buf, out, unit)
+    }
 }
 
 /// The server's view of a request stream (ssserver reading from sslocal), push-style like
@@ -293,6 +305,11 @@ impl RequestDecryptor {
     /// [`crate::crypto::Decryptor::feed`].
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
         self.gather.feed(&mut self.inner, input, out)
+    }
+
+    /// Decrypts in place; see [`crate::crypto::Decryptor::open_in_place`].
+    pub fn open_in_place(&mut self, buf: &mut [u8], out: &mut usize, raw: &mut usize) -> Result<(), Error> {
+        self.gather.open_in_place(&mut self.inner, buf, out, raw)
     }
 
     /// The target SOCKS5 address (ATYP, address, port) once the header is parsed.
@@ -377,6 +394,11 @@ impl ResponseEncryptor {
     /// This stream's salt.
     pub fn salt(&self) -> &[u8] {
         self.salt.get()
+    }
+
+    /// Once the header is out, the sealer for reading plaintext straight into place.
+    pub fn steady(&mut self) -> Option<ChunkSealer<'_>> {
+        self.header_sent.then(|| self.sealer.chunks(SIP022_MAX_PAYLOAD))
     }
 
     /// Appends the encryption of `plaintext` to `out`; the first non-empty call writes the
@@ -471,6 +493,13 @@ impl Framed for ResponseIn {
         };
         Ok(())
     }
+
+    fn process_at(&mut self, buf: &mut [u8], out: usize, unit: usize) -> Result<usize, Error> {
+        if let ResponseState::Data(reader) = &mut self.state {
+            return reader.process_at(buf, out, unit);
+        }
+        process_copying(self, buf, out, unit)
+    }
 }
 
 /// The client's view of a response stream (sslocal reading from ssserver), push-style: checks
@@ -516,6 +545,11 @@ impl ResponseDecryptor {
     /// Consumes `input`, appending data to `out`. See [`crate::crypto::Decryptor::feed`].
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
         self.gather.feed(&mut self.inner, input, out)
+    }
+
+    /// Decrypts in place; see [`crate::crypto::Decryptor::open_in_place`].
+    pub fn open_in_place(&mut self, buf: &mut [u8], out: &mut usize, raw: &mut usize) -> Result<(), Error> {
+        self.gather.open_in_place(&mut self.inner, buf, out, raw)
     }
 
     /// The server's salt, once received.
@@ -613,6 +647,50 @@ mod tests {
         assert!(resp_dec.header_verified());
         assert_eq!(resp_dec.salt(), Some(resp_enc.salt()));
         (got_req, got_resp)
+    }
+
+    #[test]
+    fn steady_sealers_and_in_place_opening() {
+        use crate::crypto::aead::tests::{open_pieces, seal_steady};
+        for m in SIP022 {
+            let k = key(m);
+            let msg = data(200_000);
+            let salt = vec![9u8; m.salt_len()];
+            // Request: header through encrypt, then steady chunks, as the relay sends it.
+            let mut a = RequestEncryptor::with_salt(&k, &salt, TARGET).unwrap();
+            let mut b = RequestEncryptor::with_salt(&k, &salt, TARGET).unwrap();
+            a.set_clock(|| 1_000);
+            b.set_clock(|| 1_000);
+            assert!(a.steady().is_none());
+            let (mut wa, mut wb) = (Vec::new(), Vec::new());
+            // With initial payload there is no (random) padding: both write the same header.
+            a.encrypt(b"first", &mut wa).unwrap();
+            b.encrypt(b"first", &mut wb).unwrap();
+            a.encrypt(&msg, &mut wa).unwrap();
+            wb.extend(seal_steady(&mut b.steady().unwrap(), &msg[..3 * 0xFFFF], 4 * 0xFFFF));
+            wb.extend(seal_steady(&mut b.steady().unwrap(), &msg[3 * 0xFFFF..], 4 * 0xFFFF));
+            assert_eq!(wa, wb, "{m}");
+            for step in [1000, 65_570, 65_571, 150_000, 300_000] {
+                let mut dec = RequestDecryptor::new(&k).unwrap();
+                dec.set_clock(|| 1_000);
+                let plain = open_pieces(&wa, step, |buf, o, r| dec.open_in_place(buf, o, r)).unwrap();
+                assert_eq!(&plain[..5], b"first", "{m} {step}");
+                assert_eq!(&plain[5..], &msg[..], "{m} {step}");
+                assert_eq!(dec.target(), Some(TARGET));
+            }
+            // Response: the same, from the server's side.
+            let mut enc = ResponseEncryptor::new(&k, &salt).unwrap();
+            assert!(enc.steady().is_none());
+            let mut wire = Vec::new();
+            enc.encrypt(b"first", &mut wire);
+            wire.extend(seal_steady(&mut enc.steady().unwrap(), &msg[..100_000], 4 * 0xFFFF));
+            for step in [7, 65_551, 65_552, 65_553, 200_000] {
+                let mut dec = ResponseDecryptor::new(&k, &salt).unwrap();
+                let plain = open_pieces(&wire, step, |buf, o, r| dec.open_in_place(buf, o, r)).unwrap();
+                assert_eq!(&plain[..5], b"first", "{m} {step}");
+                assert_eq!(&plain[5..], &msg[..100_000], "{m} {step}");
+            }
+        }
     }
 
     #[test]

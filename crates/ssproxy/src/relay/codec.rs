@@ -5,7 +5,8 @@
 //! other way round. This module hides which framing (SIP004 or SIP022) is in use.
 
 use crate::crypto::{
-    self, Decryptor, Encryptor, Key, RequestDecryptor, RequestEncryptor, ResponseDecryptor, ResponseEncryptor, SaltHook,
+    self, ChunkSealer, Decryptor, Encryptor, Key, RequestDecryptor, RequestEncryptor, ResponseDecryptor,
+    ResponseEncryptor, SaltHook,
 };
 
 /// The server's view: decrypts what the client sends, encrypts what goes back.
@@ -47,13 +48,14 @@ impl ServerCodec {
         }
     }
 
-    /// Decrypt bytes from the client, appending plaintext to `out`. With SIP004 the
-    /// plaintext starts with the target address; with SIP022 the address is taken
-    /// out of the header (see [`header_target`](Self::header_target)).
-    pub fn up(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), crypto::Error> {
+    /// Decrypt bytes from the client in place (see
+    /// [`Decryptor::open_in_place`](crypto::Decryptor::open_in_place)). With SIP004 the
+    /// plaintext starts with the target address; with SIP022 the address is taken out of
+    /// the header (see [`header_target`](Self::header_target)).
+    pub fn up(&mut self, buf: &mut [u8], out: &mut usize, raw: &mut usize) -> Result<(), crypto::Error> {
         match self {
-            ServerCodec::Aead { up, .. } => up.feed(input, out),
-            ServerCodec::Aead2022 { up, .. } => up.feed(input, out),
+            ServerCodec::Aead { up, .. } => up.open_in_place(buf, out, raw),
+            ServerCodec::Aead2022 { up, .. } => up.open_in_place(buf, out, raw),
         }
     }
 
@@ -68,6 +70,15 @@ impl ServerCodec {
     /// Whether the target address travels in the plaintext stream (SIP004).
     pub fn target_in_stream(&self) -> bool {
         matches!(self, ServerCodec::Aead { .. })
+    }
+
+    /// Once the response's salt and header are out: the sealer that lets the destination's
+    /// bytes be read straight into their place in the client's queue.
+    pub fn down_sealer(&mut self) -> Option<ChunkSealer<'_>> {
+        match self {
+            ServerCodec::Aead { down, .. } => down.steady(),
+            ServerCodec::Aead2022 { down, .. } => down.as_mut()?.steady(),
+        }
     }
 
     /// Encrypt bytes for the client.
@@ -149,11 +160,22 @@ impl LocalCodec {
         }
     }
 
-    /// Decrypt bytes from the server.
-    pub fn down(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), crypto::Error> {
+    /// Once the request's salt and header are out: the sealer that lets the client's bytes
+    /// be read straight into their place in the server's queue.
+    pub fn up_sealer(&mut self) -> Option<ChunkSealer<'_>> {
         match self {
-            LocalCodec::Aead { down, .. } => down.feed(input, out),
-            LocalCodec::Aead2022 { down, .. } => down.feed(input, out),
+            LocalCodec::Aead { up, target: None, .. } => up.steady(),
+            LocalCodec::Aead { .. } => None,
+            LocalCodec::Aead2022 { up, .. } => up.steady(),
+        }
+    }
+
+    /// Decrypt bytes from the server in place (see
+    /// [`Decryptor::open_in_place`](crypto::Decryptor::open_in_place)).
+    pub fn down(&mut self, buf: &mut [u8], out: &mut usize, raw: &mut usize) -> Result<(), crypto::Error> {
+        match self {
+            LocalCodec::Aead { down, .. } => down.open_in_place(buf, out, raw),
+            LocalCodec::Aead2022 { down, .. } => down.open_in_place(buf, out, raw),
         }
     }
 }

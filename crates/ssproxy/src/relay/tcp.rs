@@ -13,8 +13,13 @@
 //!   records the time, and the timer, when it fires early, re-arms itself for the rest.
 //! - **Probes learn nothing**: a client that fails authentication is read and
 //!   ignored until the idle timeout, then closed, whatever it sends.
+//! - **Bulk bytes are not copied in user space**: once a direction carries bulk
+//!   traffic ([`Pending::note_read`]), plaintext is read (`readv`) straight into the
+//!   payload slots of the queue it is sealed in, and ciphertext into the queue it is
+//!   opened in; small reads go through the worker's scratch buffer, so that quiet
+//!   connections hold no large buffers.
 
-use std::io::{self, Read};
+use std::io::{self, IoSliceMut, Read};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -22,10 +27,11 @@ use std::time::{Duration, Instant};
 use evloop::{Ctx, EventLoop, Events, POLL_IN, POLL_NULL, POLL_OUT, TimerId, Token, get_sock_error};
 use socket2::{Domain, Socket, Type};
 
-use super::buffer::Pending;
+use super::buffer::{Pending, READ_LEN};
 use super::codec::{LocalCodec, ServerCodec};
 use super::worker::Worker;
 use super::{Role, SharedRef};
+use crate::crypto::ChunkSealer;
 use crate::dns::{QueryId, Resolver};
 use crate::protocol::Address;
 use crate::protocol::socks5::{self, Command, Reply};
@@ -270,6 +276,10 @@ fn on_timer(cx: &mut Ctx<'_, Worker>, id: ConnId) {
             close(cx, id, why);
         }
     } else {
+        // A stream that went quiet right after bulk traffic still holds its hot
+        // queues' storage: an idle connection should hold none.
+        conn.up.release_now();
+        conn.down.release_now();
         arm_timer(cx.lp, cx.data, id, deadline - now);
     }
 }
@@ -317,12 +327,23 @@ fn on_event(cx: &mut Ctx<'_, Worker>, id: ConnId, side: Side, events: Events) ->
     Ok(())
 }
 
-/// Read what one socket has, at most two buffers' worth per event (fairness).
-/// Returns the bytes read into `scratch`, `Some(0)` at end-of-file, `None` when
-/// the socket had nothing.
-fn read_some(stream: &TcpStream, scratch: &mut [u8]) -> io::Result<Option<usize>> {
+/// Read what one socket has into `buf`. Returns the bytes read, `Some(0)` at
+/// end-of-file, `None` when the socket had nothing.
+fn read_some(stream: &TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
     loop {
-        match (&*stream).read(scratch) {
+        match (&*stream).read(buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// As [`read_some`], into several buffers in turn (one `readv`).
+fn read_some_vectored(stream: &TcpStream, bufs: &mut [IoSliceMut<'_>]) -> io::Result<Option<usize>> {
+    loop {
+        match (&*stream).read_vectored(bufs) {
             Ok(n) => return Ok(Some(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -338,37 +359,94 @@ fn sealing_read_len(scratch: usize, max_payload: usize) -> usize {
     (scratch / max_payload).max(1) * max_payload.min(scratch)
 }
 
+/// One read's outcome: bytes read (0 at end-of-file) and how many were asked for.
+struct Got {
+    n: usize,
+    asked: usize,
+}
+
+/// Read ciphertext into `queue`'s raw bytes, straight into its storage when the
+/// stream is busy (else through `scratch`: small reads should not make every
+/// connection hold a large buffer). Opening it is the caller's.
+fn read_ciphertext(stream: &TcpStream, scratch: &mut [u8], queue: &mut Pending) -> io::Result<Option<Got>> {
+    if queue.is_hot() {
+        let room = &mut queue.room(READ_LEN)[..READ_LEN];
+        let Some(n) = read_some(stream, room)? else {
+            return Ok(None);
+        };
+        queue.add_raw(n);
+        return Ok(Some(Got { n, asked: READ_LEN }));
+    }
+    let Some(n) = read_some(stream, scratch)? else {
+        return Ok(None);
+    };
+    queue.push_raw(&scratch[..n]);
+    Ok(Some(Got {
+        n,
+        asked: scratch.len(),
+    }))
+}
+
+/// Read plaintext that `sealer` seals into `queue`: into the payload slots of the
+/// queue's storage, then sealed where it landed, so that the bytes are not copied.
+fn read_sealing(stream: &TcpStream, queue: &mut Pending, mut sealer: ChunkSealer<'_>) -> io::Result<Option<Got>> {
+    let asked = sealing_read_len(READ_LEN, sealer.max_payload());
+    let sealed_len = sealer.sealed_len(asked);
+    let room = &mut queue.room(sealed_len)[..sealed_len];
+    let mut slots = sealer.slots(room);
+    let Some(n) = read_some_vectored(stream, &mut slots)? else {
+        return Ok(None);
+    };
+    drop(slots);
+    let produced = sealer.seal_read(room, n);
+    queue.commit(produced);
+    Ok(Some(Got { n, asked }))
+}
+
+/// Read through `scratch` and hand the bytes to `take`.
+fn read_through(
+    stream: &TcpStream,
+    scratch: &mut [u8],
+    take: impl FnOnce(&[u8]) -> io::Result<()>,
+) -> io::Result<Option<Got>> {
+    let Some(n) = read_some(stream, scratch)? else {
+        return Ok(None);
+    };
+    take(&scratch[..n])?;
+    Ok(Some(Got {
+        n,
+        asked: scratch.len(),
+    }))
+}
+
+/// Read what the client sent, at most two reads per event (fairness).
 fn read_client(cx: &mut Ctx<'_, Worker>, id: ConnId, events: Events) -> io::Result<()> {
     let worker = &mut *cx.data;
-    let read_len = match worker.shared.role {
-        Role::Server => worker.scratch.len(),
-        Role::Local { .. } => sealing_read_len(worker.scratch.len(), worker.shared.key.method().max_payload()),
-    };
+    let seal_len = sealing_read_len(worker.scratch.len(), worker.shared.key.method().max_payload());
     let Some(conn) = worker.conns.get_mut(id.key).filter(|c| c.serial == id.serial) else {
         return Ok(());
     };
     if !(events.is_readable() || events.is_hup() || events.is_error()) || conn.client_eof {
         return Ok(());
     }
+    let mut total = 0;
     for _ in 0..2 {
         if conn.up.is_full() {
             break;
         }
-        let n = match read_some(&conn.client, &mut worker.scratch[..read_len])? {
-            None => break,
-            Some(0) => {
-                conn.client_eof = true;
-                break;
+        let stream = &*conn.client;
+        let got = match conn.stage {
+            Stage::Draining | Stage::Closing => read_through(stream, &mut worker.scratch, |_| Ok(()))?,
+            Stage::SocksGreeting | Stage::SocksRequest | Stage::UdpAssociate => {
+                read_through(stream, &mut worker.scratch, |data| {
+                    conn.handshake.extend_from_slice(data);
+                    Ok(())
+                })?
             }
-            Some(n) => n,
-        };
-        let data = &worker.scratch[..n];
-        match conn.stage {
-            Stage::Draining | Stage::Closing => {}
-            Stage::SocksGreeting | Stage::SocksRequest | Stage::UdpAssociate => conn.handshake.extend_from_slice(data),
             _ => match &mut conn.codec {
                 Codec::Server(codec) => {
-                    if let Err(e) = codec.up(data, conn.up.tail()) {
+                    let got = read_ciphertext(stream, &mut worker.scratch, &mut conn.up)?;
+                    if let Err(e) = conn.up.transform_raw(|buf, out, raw| codec.up(buf, out, raw)) {
                         if conn.stage != Stage::ServerHeader {
                             // Authenticated before: an error now is tampering, not a probe.
                             return Err(io::Error::new(
@@ -384,16 +462,32 @@ fn read_client(cx: &mut Ctx<'_, Worker>, id: ConnId, events: Events) -> io::Resu
                         conn.up = Pending::default();
                         conn.down = Pending::default();
                     }
+                    got
                 }
-                Codec::Local(codec) => codec.up(data, conn.up.tail()).map_err(io::Error::from)?,
+                Codec::Local(codec) => match codec.up_sealer().filter(|_| conn.up.is_hot()) {
+                    Some(sealer) => read_sealing(stream, &mut conn.up, sealer)?,
+                    None => read_through(stream, &mut worker.scratch[..seal_len], |data| {
+                        conn.up.append_with(|out| codec.up(data, out)).map_err(io::Error::from)
+                    })?,
+                },
                 // Tunnel mode before the codec exists cannot happen: it is made at accept.
-                Codec::None => conn.handshake.extend_from_slice(data),
+                Codec::None => read_through(stream, &mut worker.scratch, |data| {
+                    conn.handshake.extend_from_slice(data);
+                    Ok(())
+                })?,
             },
+        };
+        let Some(Got { n, asked }) = got else { break };
+        if n == 0 {
+            conn.client_eof = true;
+            break;
         }
-        if n < read_len {
+        total += n;
+        if n < asked {
             break;
         }
     }
+    conn.up.note_read(total, conn.client_eof);
     match conn.stage {
         Stage::ServerHeader => parse_server_header(cx, id),
         Stage::SocksGreeting | Stage::SocksRequest => parse_socks(cx, id),
@@ -405,6 +499,8 @@ fn read_client(cx: &mut Ctx<'_, Worker>, id: ConnId, events: Events) -> io::Resu
     }
 }
 
+/// Read what the destination (server) or the ssserver (local) sent, at most two
+/// reads per event.
 fn read_remote(cx: &mut Ctx<'_, Worker>, id: ConnId, events: Events) -> io::Result<()> {
     let worker = &mut *cx.data;
     let Some(conn) = worker.conns.get_mut(id.key).filter(|c| c.serial == id.serial) else {
@@ -416,36 +512,41 @@ fn read_remote(cx: &mut Ctx<'_, Worker>, id: ConnId, events: Events) -> io::Resu
     let Some(remote) = conn.remote.clone() else {
         return Ok(());
     };
-    let read_len = match worker.shared.role {
-        Role::Server => sealing_read_len(worker.scratch.len(), worker.shared.key.method().max_payload()),
-        Role::Local { .. } => worker.scratch.len(),
-    };
+    let seal_len = sealing_read_len(worker.scratch.len(), worker.shared.key.method().max_payload());
+    let mut total = 0;
     for _ in 0..2 {
         if conn.down.is_full() {
             break;
         }
-        let n = match read_some(&remote, &mut worker.scratch[..read_len])? {
-            None => break,
-            Some(0) => {
-                conn.remote_eof = true;
-                break;
+        let got = match &mut conn.codec {
+            Codec::Server(codec) => match codec.down_sealer().filter(|_| conn.down.is_hot()) {
+                Some(sealer) => read_sealing(&remote, &mut conn.down, sealer)?,
+                None => read_through(&remote, &mut worker.scratch[..seal_len], |data| {
+                    conn.down
+                        .append_with(|out| codec.down(&worker.shared.key, data, out))
+                        .map_err(io::Error::from)
+                })?,
+            },
+            Codec::Local(codec) => {
+                let got = read_ciphertext(&remote, &mut worker.scratch, &mut conn.down)?;
+                conn.down
+                    .transform_raw(|buf, out, raw| codec.down(buf, out, raw))
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("from the server: {e}")))?;
+                got
             }
-            Some(n) => n,
+            Codec::None => read_through(&remote, &mut worker.scratch, |_| Ok(()))?,
         };
-        let data = &worker.scratch[..n];
-        match &mut conn.codec {
-            Codec::Server(codec) => codec
-                .down(&worker.shared.key, data, conn.down.tail())
-                .map_err(io::Error::from)?,
-            Codec::Local(codec) => codec
-                .down(data, conn.down.tail())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("from the server: {e}")))?,
-            Codec::None => {}
+        let Some(Got { n, asked }) = got else { break };
+        if n == 0 {
+            conn.remote_eof = true;
+            break;
         }
-        if n < read_len {
+        total += n;
+        if n < asked {
             break;
         }
     }
+    conn.down.note_read(total, conn.remote_eof);
     Ok(())
 }
 
@@ -501,7 +602,7 @@ fn parse_socks(cx: &mut Ctx<'_, Worker>, id: ConnId) -> io::Result<()> {
         };
         conn.handshake.drain(..n);
         let method = greeting.choose_method();
-        socks5::write_method_selection(method, conn.down.tail());
+        conn.down.append_with(|out| socks5::write_method_selection(method, out));
         if method == socks5::METHOD_NO_ACCEPTABLE {
             conn.set_stage(Stage::Closing);
             return Ok(());
@@ -515,7 +616,8 @@ fn parse_socks(cx: &mut Ctx<'_, Worker>, id: ConnId) -> io::Result<()> {
             log::info!("tcp: {}: {e}", conn.peer);
             match reply {
                 Some(reply) => {
-                    socks5::write_reply(reply, &socks5::UNSPECIFIED_BIND, conn.down.tail());
+                    conn.down
+                        .append_with(|out| socks5::write_reply(reply, &socks5::UNSPECIFIED_BIND, out));
                     conn.set_stage(Stage::Closing);
                     return Ok(());
                 }
@@ -538,17 +640,21 @@ fn parse_socks(cx: &mut Ctx<'_, Worker>, id: ConnId) -> io::Result<()> {
             };
             match bind {
                 Some(bind) => {
-                    socks5::write_reply(Reply::Succeeded, &bind, conn.down.tail());
+                    conn.down
+                        .append_with(|out| socks5::write_reply(Reply::Succeeded, &bind, out));
                     conn.set_stage(Stage::UdpAssociate);
                 }
                 None => {
-                    socks5::write_reply(Reply::CommandNotSupported, &socks5::UNSPECIFIED_BIND, conn.down.tail());
+                    conn.down.append_with(|out| {
+                        socks5::write_reply(Reply::CommandNotSupported, &socks5::UNSPECIFIED_BIND, out)
+                    });
                     conn.set_stage(Stage::Closing);
                 }
             }
         }
         Command::Bind => {
-            socks5::write_reply(Reply::CommandNotSupported, &socks5::UNSPECIFIED_BIND, conn.down.tail());
+            conn.down
+                .append_with(|out| socks5::write_reply(Reply::CommandNotSupported, &socks5::UNSPECIFIED_BIND, out));
             conn.set_stage(Stage::Closing);
         }
     }
@@ -572,7 +678,7 @@ fn start_local_stream(cx: &mut Ctx<'_, Worker>, id: ConnId, target: Address, ear
         Ok(codec) => codec,
         Err(e) => return socks_fail(cx, id, Reply::GeneralFailure, &e.to_string()),
     };
-    if let Err(e) = codec.up(&early, conn.up.tail()) {
+    if let Err(e) = conn.up.append_with(|out| codec.up(&early, out)) {
         return socks_fail(cx, id, Reply::GeneralFailure, &e.to_string());
     }
     conn.codec = Codec::Local(Box::new(codec));
@@ -680,7 +786,8 @@ fn finish_connect(cx: &mut Ctx<'_, Worker>, id: ConnId, events: Events) -> io::R
             .map(Address::from)
             .unwrap_or(socks5::UNSPECIFIED_BIND);
         let conn = conn_mut(cx.data, id).expect("checked above");
-        socks5::write_reply(Reply::Succeeded, &bind, conn.down.tail());
+        conn.down
+            .append_with(|out| socks5::write_reply(Reply::Succeeded, &bind, out));
     }
     Ok(())
 }
@@ -691,7 +798,8 @@ fn socks_fail(cx: &mut Ctx<'_, Worker>, id: ConnId, reply: Reply, why: &str) {
     let Some(conn) = conn_mut(cx.data, id) else { return };
     if local_socks && conn.stage != Stage::Streaming {
         log::info!("tcp: {}: {why}", conn.describe());
-        socks5::write_reply(reply, &socks5::UNSPECIFIED_BIND, conn.down.tail());
+        conn.down
+            .append_with(|out| socks5::write_reply(reply, &socks5::UNSPECIFIED_BIND, out));
         if let Some(t) = conn.remote_token.take() {
             conn.remote = None;
             let _ = cx.lp.remove(t);

@@ -26,7 +26,8 @@ pub struct Worker {
     pub shared: SharedRef,
     /// The live TCP connections.
     pub conns: Slab<Conn>,
-    /// The buffer every read goes into before it is transformed.
+    /// The buffer small reads go into before they are transformed (a busy stream reads
+    /// straight into its queue instead; see [`Pending`](super::buffer::Pending)).
     pub scratch: Box<[u8]>,
     /// Name resolution on the loop.
     pub resolver: Resolver<Worker>,
