@@ -3,7 +3,9 @@
 //! with the fixed key) once whole and once cut at the input's split points, and checks that
 //! both give the same plaintext and the same error, that an error is final, that the salt hook
 //! runs at most once and only before any plaintext, and that no unauthenticated byte comes
-//! out. Mode 1 encrypts arbitrary plaintext in pieces and checks it decrypts back.
+//! out; and that opening the same pieces in place (the relay's bulk path) gives the same
+//! plaintext and error. Mode 1 encrypts arbitrary plaintext in pieces and checks it decrypts
+//! back.
 #![no_main]
 
 use std::cell::Cell;
@@ -31,6 +33,26 @@ fn decode(dec: &mut Decryptor, pieces: &[&[u8]]) -> (Vec<u8>, Option<Error>) {
         );
     }
     (out, None)
+}
+
+/// As [`decode`], through [`Decryptor::open_in_place`]: each piece is appended to one buffer
+/// behind the ciphertext still waiting there, and the plaintext taken from its front.
+fn decode_in_place(dec: &mut Decryptor, pieces: &[&[u8]]) -> (Vec<u8>, Option<Error>) {
+    let mut plain = Vec::new();
+    let mut buf = Vec::new();
+    let (mut out, mut raw) = (0, 0);
+    for piece in pieces {
+        buf.extend_from_slice(piece);
+        let result = dec.open_in_place(&mut buf, &mut out, &mut raw);
+        assert!(out <= raw && raw <= buf.len(), "out {out} raw {raw} len {}", buf.len());
+        plain.extend_from_slice(&buf[..out]);
+        if let Err(e) = result {
+            return (plain, Some(e));
+        }
+        buf.drain(..raw);
+        (out, raw) = (0, 0);
+    }
+    (plain, None)
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -61,6 +83,13 @@ fuzz_target!(|data: &[u8]| {
         let (plain_b, err_b) = decode(&mut cut, &split(stream, &lengths));
         assert_eq!(plain_a, plain_b, "fragmentation changed the plaintext");
         assert_eq!(err_a, err_b, "fragmentation changed the error");
+
+        // The relay's bulk path: the same pieces read into one buffer and opened in place.
+        let mut in_place = Decryptor::new(&key).unwrap();
+        in_place.set_salt_hook(Box::new(|salt| salt[0] != 0xEE));
+        let (plain_c, err_c) = decode_in_place(&mut in_place, &split(stream, &lengths));
+        assert_eq!(plain_b, plain_c, "opening in place changed the plaintext");
+        assert_eq!(err_b, err_c, "opening in place changed the error");
         if err_a.is_none() {
             assert_eq!(whole.salt(), cut.salt());
             assert_eq!(whole.buffered(), cut.buffered());

@@ -227,6 +227,7 @@ pub(crate) struct RawEvent {
 
 /// How many events one wait of the loop dispatches at most (epoll); the rest wait
 /// for the next round.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 const LOOP_BATCH: usize = 1024;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
