@@ -207,49 +207,49 @@ def annotate(path, inclusive):
     return out
 
 
+def callgrind_pingpong(cdir, v, pairs, n):
+    """W1 (1 B messages) with `n` events under callgrind: its event count, total
+    instructions and output file, or {"error": ...}."""
+    log("callgrind %s, %d pair%s, %d events" % (v, pairs, "s" if pairs > 1 else "", n))
+    out = os.path.join(cdir, "%s%s-%d.out" % (v, "" if pairs == 1 else "-%dpairs" % pairs, n))
+    argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out] + argv_for(
+        v, "pingpong", pairs=pairs, size=1, idle=0, events=n, secs=600
+    )
+    r = run_json(argv, timeout=900)
+    if "error" in r:
+        return r
+    return {"events": r["events"], "instructions": callgrind_total(out), "file": out}
+
+
+def per_event(a, b):
+    """Instructions per event with the setup cancelled: (I2 - I1) / (events2 - events1)."""
+    return (b["instructions"] - a["instructions"]) / float(b["events"] - a["events"])
+
+
 def callgrind(outdir, date):
     res = {}
     cdir = os.path.join(outdir, "callgrind-" + date)
     os.makedirs(cdir, exist_ok=True)
     for v in CALLGRIND_VARIANTS:
-        counts = (2000, 12000) if v == "original" else (20000, 220000)
         runs = []
-        for n in counts:
-            log("callgrind %s, %d events" % (v, n))
-            out = os.path.join(cdir, "%s-%d.out" % (v, n))
-            argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out] + argv_for(
-                v, "pingpong", pairs=1, size=1, idle=0, events=n, secs=600
-            )
-            r = run_json(argv, timeout=900)
+        for n in (2000, 12000) if v == "original" else (20000, 220000):
+            r = callgrind_pingpong(cdir, v, 1, n)
             if "error" in r:
                 runs = None
                 res[v] = {"error": r["error"]}
                 break
-            runs.append({"events": r["events"], "instructions": callgrind_total(out), "file": out})
+            runs.append(r)
             if v == "original":
-                os.remove(out)  # 1.6 MB of interpreter internals each; the total is all we use
+                os.remove(r["file"])  # 1.6 MB of interpreter internals each; the total is all we use
         if runs:
-            (a, b) = runs
-            per = (b["instructions"] - a["instructions"]) / float(b["events"] - a["events"])
-            res[v] = {"runs": runs, "per_event": per}
+            res[v] = {"runs": runs, "per_event": per_event(*runs)}
     # The same figure with 100 pairs: many events per wait, so the per-event part of
     # each loop dominates. The Python original is left out (minutes under valgrind).
     res["100 pairs"] = {}
     for v in ("evloop-epoll", "mio", "floor"):
-        totals = []
-        for n in (20000, 220000):
-            log("callgrind %s, 100 pairs, %d events" % (v, n))
-            out = os.path.join(cdir, "%s-100pairs-%d.out" % (v, n))
-            argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out] + argv_for(
-                v, "pingpong", pairs=100, size=1, idle=0, events=n, secs=600
-            )
-            r = run_json(argv, timeout=900)
-            if "error" in r:
-                break
-            totals.append((r["events"], callgrind_total(out)))
-        if len(totals) == 2:
-            (e1, i1), (e2, i2) = totals
-            res["100 pairs"][v] = (i2 - i1) / float(e2 - e1)
+        runs = [callgrind_pingpong(cdir, v, 100, n) for n in (20000, 220000)]
+        if not any("error" in r for r in runs):
+            res["100 pairs"][v] = per_event(*runs)
     # Per-function cost per event, setup cancelled the same way.
     for v in ("evloop-epoll", "floor", "mio"):
         if "runs" not in res.get(v, {}):
