@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::events::{Events, POLL_NVAL};
 use crate::poller::{Backend, LoopPoller, fd_is_open};
+use crate::shrink::{NO_FREE, Shrink, SlabSlot};
 use crate::signal::{Signal, SignalSource};
-use crate::timer::{SHRINK_MIN_SLOTS, TimerId, TimerQueue, nanos};
+use crate::timer::{TimerId, TimerQueue, nanos};
 use crate::waker::{LoopHandle, Waker};
 
 /// The original's `TIMEOUT_PRECISION`: how often periodic callbacks run.
@@ -134,9 +135,22 @@ impl<D> Slot<D> {
     }
 }
 
+impl<D> SlabSlot for Slot<D> {
+    fn is_vacant(&self) -> bool {
+        !self.is_live()
+    }
+
+    fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    fn link_free(&mut self, next: u32) {
+        self.next_free = next;
+    }
+}
+
 const VACANT: RawFd = -1;
 
-const NO_FREE: u32 = u32::MAX;
 const NO_TOKEN: Token = Token {
     index: u32::MAX,
     generation: u32::MAX,
@@ -220,8 +234,7 @@ impl Builder {
             periodic_asap: false,
             running: false,
             waker: None,
-            generation_floor: 0,
-            shrink_below: 0,
+            shrink: Shrink::default(),
             pending: 0,
         })
     }
@@ -273,12 +286,8 @@ pub struct EventLoop<D = ()> {
     periodic_asap: bool,
     running: bool,
     waker: Option<Waker>,
-    /// Where slots pushed from now on start their generation: above every slot
-    /// that [`shrink_tables`](Self::shrink_tables) cut off, so that no stale token
-    /// for one ever matches again.
-    generation_floor: u32,
-    /// Shrink the tables once registrations are fewer than this (see `shrink_tables`).
-    shrink_below: usize,
+    /// When the registration slab gives back what a burst left behind.
+    shrink: Shrink,
     /// What the loop must attend to between two iterations ([`STOP`], [`SHRINK`]):
     /// one test per iteration covers them all.
     pending: u8,
@@ -359,7 +368,7 @@ impl<D: 'static> EventLoop<D> {
         let generation = self
             .slots
             .get(index as usize)
-            .map_or(self.generation_floor, |s| s.generation);
+            .map_or(self.shrink.new_generation(), |s| s.generation);
         let token = Token { index, generation };
         self.poller.register(fd, mode, token)?;
         if let Some(slot) = self.slots.get_mut(index as usize) {
@@ -369,9 +378,7 @@ impl<D: 'static> EventLoop<D> {
             slot.source_type = source_type;
             slot.entry = Some(entry);
         } else {
-            if self.slots.len() >= SHRINK_MIN_SLOTS {
-                self.shrink_below = self.shrink_below.max(self.slots.len() / 4);
-            }
+            self.shrink.growing(self.slots.len());
             self.slots.push(Slot {
                 generation,
                 fd,
@@ -547,7 +554,7 @@ impl<D: 'static> EventLoop<D> {
         slot.next_free = free_head;
         self.free_head = token.index;
         self.registered -= 1;
-        if self.registered < self.shrink_below {
+        if self.shrink.is_due(self.registered) {
             self.pending |= SHRINK;
         }
         if let Some(t) = self.fd_tokens.get_mut(fd as usize)
@@ -565,32 +572,14 @@ impl<D: 'static> EventLoop<D> {
     /// iterations (never while a handler is out of its slot): vacant slots at the
     /// end of the slab and unused fd numbers at the end of the fd index are cut
     /// off, both return their spare capacity, and so do the timers' tables.
-    /// Tokens stay valid (and stale ones stale). The next shrink waits until the
-    /// registrations have halved again, so a few long-lived registrations at the
-    /// end of the slab cost a handful of scans, not one per `remove`.
+    /// Tokens stay valid (and stale ones stale); [`Shrink`] says when.
     fn shrink_tables(&mut self) {
         self.pending &= !SHRINK;
-        while let Some(last) = self.slots.last()
-            && !last.is_live()
-        {
-            self.generation_floor = self.generation_floor.max(last.generation);
-            self.slots.pop();
-        }
-        // Rebuilt lowest first, so that new registrations fill the front and the
-        // end can be cut off again next time.
-        self.free_head = NO_FREE;
-        for (index, slot) in self.slots.iter_mut().enumerate().rev() {
-            if !slot.is_live() {
-                slot.next_free = self.free_head;
-                self.free_head = index as u32;
-            }
-        }
-        self.slots.shrink_to_fit();
+        self.free_head = self.shrink.shrink(&mut self.slots, self.registered);
         while self.fd_tokens.last() == Some(&NO_TOKEN) {
             self.fd_tokens.pop();
         }
         self.fd_tokens.shrink_to_fit();
-        self.shrink_below = self.registered.div_ceil(2);
         if self.timers.is_sparse() {
             self.timers.shrink();
         }

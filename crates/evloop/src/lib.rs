@@ -25,6 +25,7 @@
 mod event_loop;
 pub mod events;
 pub mod poller;
+mod shrink;
 pub mod signal;
 pub mod timer;
 mod waker;

@@ -15,6 +15,8 @@ use std::collections::BinaryHeap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::shrink::{NO_FREE, Shrink, SlabSlot};
+
 /// Names a scheduled timer; stays unique even after the timer is gone.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimerId {
@@ -74,7 +76,21 @@ struct Slot<T> {
     state: SlotState<T>,
 }
 
-const NO_FREE: u32 = u32::MAX;
+impl<T> SlabSlot for Slot<T> {
+    fn is_vacant(&self) -> bool {
+        matches!(self.state, SlotState::Vacant { .. })
+    }
+
+    fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    fn link_free(&mut self, next: u32) {
+        if let SlotState::Vacant { next_free } = &mut self.state {
+            *next_free = next;
+        }
+    }
+}
 
 /// The monotonic clock in nanoseconds: the clock `Instant` reads, without its
 /// 16-byte arithmetic, which dominated scheduling a timer.
@@ -102,16 +118,9 @@ pub struct TimerQueue<T> {
     /// Heap entries whose timer was cancelled, not yet popped.
     tombstones: usize,
     next_seq: u32,
-    /// Where slots pushed from now on start their generation: above every slot that
-    /// [`shrink`](Self::shrink) cut off, so a stale id for one never matches again.
-    generation_floor: u32,
-    /// [`is_sparse`](Self::is_sparse) once live timers are fewer than this.
-    shrink_below: usize,
+    /// When the slab gives back what a burst of timers left behind.
+    shrink: Shrink,
 }
-
-/// Tables (this queue's, and the loop's registrations) smaller than this are never
-/// worth shrinking. The unit tests shrink small ones, to reach that code often.
-pub(crate) const SHRINK_MIN_SLOTS: usize = if cfg!(test) { 4 } else { 64 };
 
 impl<T> Default for TimerQueue<T> {
     fn default() -> Self {
@@ -124,8 +133,7 @@ impl<T> Default for TimerQueue<T> {
             live: 0,
             tombstones: 0,
             next_seq: 0,
-            generation_floor: 0,
-            shrink_below: 0,
+            shrink: Shrink::default(),
         }
     }
 }
@@ -194,11 +202,9 @@ impl<T> TimerQueue<T> {
             index
         } else {
             let index = u32::try_from(self.slots.len()).expect("fewer than 2^32 timers");
-            if self.slots.len() >= SHRINK_MIN_SLOTS {
-                self.shrink_below = self.shrink_below.max(self.slots.len() / 4);
-            }
+            self.shrink.growing(self.slots.len());
             self.slots.push(Slot {
-                generation: self.generation_floor,
+                generation: self.shrink.new_generation(),
                 seq,
                 when,
                 interval,
@@ -265,36 +271,19 @@ impl<T> TimerQueue<T> {
     /// True when most of the queue's tables are vacant after a burst of timers:
     /// time to [`shrink`](Self::shrink) them.
     pub fn is_sparse(&self) -> bool {
-        self.live < self.shrink_below
+        self.shrink.is_due(self.live)
     }
 
     /// Give back the memory a burst of timers left behind: the heap loses its
     /// tombstones, vacant slots at the end of the slab are cut off, and both
-    /// return their spare capacity. Ids stay valid (and stale ones stale). The
-    /// next call waits until the live timers have halved again.
+    /// return their spare capacity. Ids stay valid (and stale ones stale).
     pub fn shrink(&mut self) {
         let slots = &self.slots;
         // Tombstones point at slots that may be cut off below.
         self.heap.retain(|Reverse(e)| is_live(slots, e));
         self.tombstones = 0;
         self.heap.shrink_to_fit();
-        while let Some(last) = self.slots.last()
-            && matches!(last.state, SlotState::Vacant { .. })
-        {
-            self.generation_floor = self.generation_floor.max(last.generation);
-            self.slots.pop();
-        }
-        // Rebuilt lowest first, so that new timers fill the front and the end can
-        // be cut off again next time.
-        self.free_head = NO_FREE;
-        for (index, slot) in self.slots.iter_mut().enumerate().rev() {
-            if let SlotState::Vacant { next_free } = &mut slot.state {
-                *next_free = self.free_head;
-                self.free_head = index as u32;
-            }
-        }
-        self.slots.shrink_to_fit();
-        self.shrink_below = self.live.div_ceil(2);
+        self.free_head = self.shrink.shrink(&mut self.slots, self.live);
     }
 
     /// Free a slot whose state is already `Vacant { next_free: free_head }`.
