@@ -201,6 +201,56 @@ fn short_write(put: isize) -> io::Error {
     }
 }
 
+/// W3's measurement, the same for every variant: `op` (one add and one remove)
+/// `ops` times, or until `max_time` has passed (the clock is read every 1024 ops).
+#[inline(always)]
+pub fn repeat_timed(ops: u64, max_time: Duration, mut op: impl FnMut() -> io::Result<()>) -> io::Result<Measured> {
+    let deadline = Instant::now() + max_time;
+    let start = Instant::now();
+    let cpu_start = cpu_time();
+    let mut done = 0;
+    while done < ops {
+        op()?;
+        done += 1;
+        if done & 1023 == 0 && Instant::now() >= deadline {
+            break;
+        }
+    }
+    Ok(Measured {
+        events: done,
+        elapsed: start.elapsed(),
+        cpu: cpu_time() - cpu_start,
+    })
+}
+
+/// W4's echo server state, the same for every Rust variant.
+pub struct EchoServer {
+    pub accepted: u64,
+    pub closed: u64,
+    /// Clients to serve before stopping.
+    pub expected: u64,
+    pub served: u64,
+    pub buf: Vec<u8>,
+}
+
+impl EchoServer {
+    pub fn new(expected: u64) -> EchoServer {
+        EchoServer {
+            accepted: 0,
+            closed: 0,
+            expected,
+            served: 0,
+            buf: vec![0; READ_BUF],
+        }
+    }
+
+    /// Count a client gone; true when every expected client has come and gone.
+    pub fn client_closed(&mut self) -> bool {
+        self.closed += 1;
+        self.closed >= self.expected && self.closed == self.accepted
+    }
+}
+
 /// A message of `size` bytes.
 pub fn message(size: usize) -> Vec<u8> {
     (0..size).map(|i| b'a' + (i % 26) as u8).collect()

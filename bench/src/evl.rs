@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use evloop::{Backend, Builder, Ctx, EventLoop, Events, POLL_IN, Token};
 
-use crate::common::{Budget, Measured, READ_BUF, Rng, bounce, cpu_time, idle_sockets, message};
+use crate::common::{
+    Budget, EchoServer, Measured, READ_BUF, Rng, bounce, cpu_time, idle_sockets, message, repeat_timed,
+};
 
 struct PingPong {
     budget: Budget,
@@ -85,34 +87,13 @@ fn never(_: &mut Ctx<'_, ()>, _: &mut Rc<UdpSocket>, _: Token, _: Events) -> io:
 pub fn churn(backend: Backend, ops: u64, max_time: Duration) -> io::Result<Measured> {
     let mut lp: EventLoop<()> = Builder::new().backend(backend).build()?;
     let sock = Rc::new(idle_sockets(1)?.pop().expect("one socket"));
-    let deadline = Instant::now() + max_time;
-    let start = Instant::now();
-    let cpu_start = cpu_time();
-    let mut done = 0;
-    while done < ops {
+    repeat_timed(ops, max_time, || {
         let token = lp.add(Rc::clone(&sock), POLL_IN, never)?;
-        lp.remove(token)?;
-        done += 1;
-        if done & 1023 == 0 && Instant::now() >= deadline {
-            break;
-        }
-    }
-    Ok(Measured {
-        events: done,
-        elapsed: start.elapsed(),
-        cpu: cpu_time() - cpu_start,
+        lp.remove(token)
     })
 }
 
-struct Server {
-    accepted: u64,
-    closed: u64,
-    expected: u64,
-    served: u64,
-    buf: Vec<u8>,
-}
-
-fn on_accept(cx: &mut Ctx<'_, Server>, listener: &mut TcpListener, _: Token, _: Events) -> io::Result<()> {
+fn on_accept(cx: &mut Ctx<'_, EchoServer>, listener: &mut TcpListener, _: Token, _: Events) -> io::Result<()> {
     loop {
         match listener.accept() {
             Ok((stream, _)) => {
@@ -128,7 +109,7 @@ fn on_accept(cx: &mut Ctx<'_, Server>, listener: &mut TcpListener, _: Token, _: 
 }
 
 #[inline]
-fn on_client(cx: &mut Ctx<'_, Server>, stream: &mut TcpStream, token: Token, _: Events) -> io::Result<()> {
+fn on_client(cx: &mut Ctx<'_, EchoServer>, stream: &mut TcpStream, token: Token, _: Events) -> io::Result<()> {
     let d = &mut *cx.data;
     match bounce(stream.as_raw_fd(), &mut d.buf) {
         Ok(0) => {}
@@ -139,8 +120,7 @@ fn on_client(cx: &mut Ctx<'_, Server>, stream: &mut TcpStream, token: Token, _: 
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
         Err(_) => {}
     }
-    d.closed += 1;
-    if d.closed >= d.expected && d.closed == d.accepted {
+    if d.client_closed() {
         cx.lp.stop();
     }
     cx.lp.remove(token)
@@ -148,17 +128,11 @@ fn on_client(cx: &mut Ctx<'_, Server>, stream: &mut TcpStream, token: Token, _: 
 
 /// W4: an echo server; stops when `expected` clients have come and gone, or at `max_time`.
 pub fn echo_server(backend: Backend, listener: TcpListener, expected: u64, max_time: Duration) -> io::Result<u64> {
-    let mut lp: EventLoop<Server> = Builder::new().backend(backend).build()?;
+    let mut lp: EventLoop<EchoServer> = Builder::new().backend(backend).build()?;
     listener.set_nonblocking(true)?;
     lp.add(listener, POLL_IN, on_accept)?;
     lp.add_timer(max_time, |cx| cx.lp.stop());
-    let mut data = Server {
-        accepted: 0,
-        closed: 0,
-        expected,
-        served: 0,
-        buf: vec![0; READ_BUF],
-    };
+    let mut data = EchoServer::new(expected);
     lp.run(&mut data)?;
     Ok(data.served)
 }

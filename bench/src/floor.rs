@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use crate::common::{Budget, Measured, READ_BUF, bounce, cpu_time, idle_sockets, message};
+use crate::common::{Budget, Measured, READ_BUF, bounce, cpu_time, idle_sockets, message, repeat_timed};
 
 struct Epoll {
     fd: OwnedFd,
@@ -110,22 +110,9 @@ pub fn churn(ops: u64, max_time: Duration) -> io::Result<Measured> {
     let ep = Epoll::new()?;
     let sock = idle_sockets(1)?.pop().expect("one socket");
     let fd = sock.as_raw_fd();
-    let deadline = Instant::now() + max_time;
-    let start = Instant::now();
-    let cpu_start = cpu_time();
-    let mut done = 0;
-    while done < ops {
+    repeat_timed(ops, max_time, || {
         ep.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32)?;
-        ep.ctl(libc::EPOLL_CTL_DEL, fd, 0)?;
-        done += 1;
-        if done & 1023 == 0 && Instant::now() >= deadline {
-            break;
-        }
-    }
-    Ok(Measured {
-        events: done,
-        elapsed: start.elapsed(),
-        cpu: cpu_time() - cpu_start,
+        ep.ctl(libc::EPOLL_CTL_DEL, fd, 0)
     })
 }
 

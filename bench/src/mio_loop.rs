@@ -14,7 +14,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 use slab::Slab;
 
-use crate::common::{Budget, Measured, READ_BUF, bounce, cpu_time, idle_sockets, message};
+use crate::common::{Budget, EchoServer, Measured, READ_BUF, bounce, cpu_time, idle_sockets, message, repeat_timed};
 
 type Handlers<D> = Slab<Option<Box<dyn MioHandler<D>>>>;
 
@@ -176,11 +176,7 @@ pub fn churn(ops: u64, max_time: Duration) -> io::Result<Measured> {
     let mut handlers: Handlers<()> = Slab::new();
     let sock = Rc::new(idle_sockets(1)?.pop().expect("one socket"));
     let fd = sock.as_raw_fd();
-    let deadline = Instant::now() + max_time;
-    let start = Instant::now();
-    let cpu_start = cpu_time();
-    let mut done = 0;
-    while done < ops {
+    repeat_timed(ops, max_time, || {
         let entry = handlers.vacant_entry();
         let key = entry.key();
         poll.registry()
@@ -190,32 +186,16 @@ pub fn churn(ops: u64, max_time: Duration) -> io::Result<Measured> {
         })));
         poll.registry().deregister(&mut SourceFd(&fd))?;
         drop(handlers.remove(key));
-        done += 1;
-        if done & 1023 == 0 && Instant::now() >= deadline {
-            break;
-        }
-    }
-    Ok(Measured {
-        events: done,
-        elapsed: start.elapsed(),
-        cpu: cpu_time() - cpu_start,
+        Ok(())
     })
-}
-
-struct Server {
-    accepted: u64,
-    closed: u64,
-    expected: u64,
-    served: u64,
-    buf: Vec<u8>,
 }
 
 struct Acceptor {
     listener: TcpListener,
 }
 
-impl MioHandler<Server> for Acceptor {
-    fn ready(&mut self, cx: &mut MioCtx<'_, Server>, _: Token, _: &Event) -> io::Result<bool> {
+impl MioHandler<EchoServer> for Acceptor {
+    fn ready(&mut self, cx: &mut MioCtx<'_, EchoServer>, _: Token, _: &Event) -> io::Result<bool> {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
@@ -237,8 +217,8 @@ struct Client {
     stream: TcpStream,
 }
 
-impl MioHandler<Server> for Client {
-    fn ready(&mut self, cx: &mut MioCtx<'_, Server>, _: Token, _: &Event) -> io::Result<bool> {
+impl MioHandler<EchoServer> for Client {
+    fn ready(&mut self, cx: &mut MioCtx<'_, EchoServer>, _: Token, _: &Event) -> io::Result<bool> {
         let d = &mut *cx.data;
         let open = loop {
             match bounce(self.stream.as_raw_fd(), &mut d.buf) {
@@ -253,11 +233,8 @@ impl MioHandler<Server> for Client {
                 Err(_) => break false,
             }
         };
-        if !open {
-            d.closed += 1;
-            if d.closed >= d.expected && d.closed == d.accepted {
-                cx.stop = true;
-            }
+        if !open && d.client_closed() {
+            cx.stop = true;
         }
         Ok(open)
     }
@@ -266,20 +243,14 @@ impl MioHandler<Server> for Client {
 /// W4 on mio.
 pub fn echo_server(listener: std::net::TcpListener, expected: u64, max_time: Duration) -> io::Result<u64> {
     let mut poll = Poll::new()?;
-    let mut handlers: Handlers<Server> = Slab::new();
+    let mut handlers: Handlers<EchoServer> = Slab::new();
     listener.set_nonblocking(true)?;
     let mut listener = TcpListener::from_std(listener);
     let entry = handlers.vacant_entry();
     poll.registry()
         .register(&mut listener, Token(entry.key()), Interest::READABLE)?;
     entry.insert(Some(Box::new(Acceptor { listener })));
-    let mut data = Server {
-        accepted: 0,
-        closed: 0,
-        expected,
-        served: 0,
-        buf: vec![0; READ_BUF],
-    };
+    let mut data = EchoServer::new(expected);
     run(&mut poll, &mut handlers, &mut data, Some(Instant::now() + max_time))?;
     Ok(data.served)
 }
