@@ -246,11 +246,7 @@ impl<T> TimerQueue<T> {
         let free_head = self.free_head;
         // A vacant slot's generation moved on when it was freed, so a matching
         // generation means pending or firing.
-        let Some(slot) = self
-            .slots
-            .get_mut(id.index as usize)
-            .filter(|s| s.generation == id.generation)
-        else {
+        let Some(slot) = slot_mut(&mut self.slots, id) else {
             return false;
         };
         if let SlotState::Pending(_) = std::mem::replace(&mut slot.state, SlotState::Vacant { next_free: free_head }) {
@@ -371,11 +367,7 @@ impl<T> TimerQueue<T> {
     /// [`finish`](Self::finish) in [`monotonic_ns`] time.
     pub fn finish_ns(&mut self, id: TimerId, value: T, now: u64) {
         let free_head = self.free_head;
-        let Some(slot) = self
-            .slots
-            .get_mut(id.index as usize)
-            .filter(|s| s.generation == id.generation)
-        else {
+        let Some(slot) = slot_mut(&mut self.slots, id) else {
             return;
         };
         if !matches!(slot.state, SlotState::Firing) {
@@ -401,6 +393,14 @@ impl<T> TimerQueue<T> {
             index: id.index,
         }));
     }
+}
+
+/// `id`'s slot, if the id is not stale. A free function, so that the queue's other
+/// fields stay usable while the slot is borrowed.
+fn slot_mut<T>(slots: &mut [Slot<T>], id: TimerId) -> Option<&mut Slot<T>> {
+    slots
+        .get_mut(id.index as usize)
+        .filter(|s| s.generation == id.generation)
 }
 
 fn is_live<T>(slots: &[Slot<T>], entry: &HeapEntry) -> bool {
