@@ -141,22 +141,24 @@ pub enum Impl {
 /// Our ssserver on 127.0.0.1:`port`, one worker, no forbidden addresses, with
 /// `extra` flags (`-t 3`, `-u`, `-v`).
 pub fn our_server(name: &str, method: &str, password: &str, port: u16, extra: &[&str]) -> Proc {
-    let port_text = port.to_string();
-    let mut args = vec![
-        "-s",
-        "127.0.0.1",
-        "-p",
-        &port_text,
-        "-k",
-        password,
-        "-m",
+    let extra = [&["--forbidden-ip", "", "--workers", "1"], extra].concat();
+    spawn_server(
+        &format!("{name}-ssserver"),
+        &ours("ssserver"),
         method,
-        "--forbidden-ip",
-        "",
-    ];
-    args.extend(["--workers", "1"]);
+        password,
+        port,
+        &extra,
+    )
+}
+
+/// `program`, a server that takes shadowsocks-libev's flags, on 127.0.0.1:`port`, with
+/// `extra` flags; returns once it listens.
+fn spawn_server(name: &str, program: &str, method: &str, password: &str, port: u16, extra: &[&str]) -> Proc {
+    let port_text = port.to_string();
+    let mut args = vec!["-s", "127.0.0.1", "-p", &port_text, "-k", password, "-m", method];
     args.extend_from_slice(extra);
-    let p = Proc::spawn(&format!("{name}-ssserver"), &ours("ssserver"), &args);
+    let p = Proc::spawn(name, program, &args);
     wait_for_port(port);
     p
 }
@@ -164,6 +166,29 @@ pub fn our_server(name: &str, method: &str, password: &str, port: u16, extra: &[
 /// Our sslocal on 127.0.0.1:`local_port` relaying to `server_port`, one worker,
 /// with `extra` flags.
 pub fn our_local(name: &str, method: &str, password: &str, server_port: u16, local_port: u16, extra: &[&str]) -> Proc {
+    let extra = [&["--workers", "1"], extra].concat();
+    spawn_local(
+        &format!("{name}-sslocal"),
+        &ours("sslocal"),
+        method,
+        password,
+        server_port,
+        local_port,
+        &extra,
+    )
+}
+
+/// `program`, a local that takes shadowsocks-libev's flags, on 127.0.0.1:`local_port`
+/// relaying to `server_port`, with `extra` flags; returns once it listens.
+fn spawn_local(
+    name: &str,
+    program: &str,
+    method: &str,
+    password: &str,
+    server_port: u16,
+    local_port: u16,
+    extra: &[&str],
+) -> Proc {
     let (sp, lp) = (server_port.to_string(), local_port.to_string());
     let mut args = vec![
         "-s",
@@ -179,9 +204,8 @@ pub fn our_local(name: &str, method: &str, password: &str, server_port: u16, loc
         "-l",
         &lp,
     ];
-    args.extend(["--workers", "1"]);
     args.extend_from_slice(extra);
-    let p = Proc::spawn(&format!("{name}-sslocal"), &ours("sslocal"), &args);
+    let p = Proc::spawn(name, program, &args);
     wait_for_port(local_port);
     p
 }
@@ -191,14 +215,7 @@ pub fn server(which: Impl, method: &str, password: &str, port: u16, udp: bool) -
     let udp_flag: &[&str] = if udp { &["-u"] } else { &[] };
     match which {
         Impl::Ours => our_server("ours", method, password, port, &[udp_flag, &["-v"]].concat()),
-        Impl::Libev => {
-            let port_text = port.to_string();
-            let mut args = vec!["-s", "127.0.0.1", "-p", &port_text, "-k", password, "-m", method];
-            args.extend_from_slice(udp_flag);
-            let p = Proc::spawn("libev-ss-server", "ss-server", &args);
-            wait_for_port(port);
-            p
-        }
+        Impl::Libev => spawn_server("libev-ss-server", "ss-server", method, password, port, udp_flag),
     }
 }
 
@@ -214,27 +231,15 @@ pub fn local(which: Impl, method: &str, password: &str, server_port: u16, local_
             local_port,
             &[udp_flag, &["-v"]].concat(),
         ),
-        Impl::Libev => {
-            let (sp, lp) = (server_port.to_string(), local_port.to_string());
-            let mut args = vec![
-                "-s",
-                "127.0.0.1",
-                "-p",
-                &sp,
-                "-k",
-                password,
-                "-m",
-                method,
-                "-b",
-                "127.0.0.1",
-                "-l",
-                &lp,
-            ];
-            args.extend_from_slice(udp_flag);
-            let p = Proc::spawn("libev-ss-local", "ss-local", &args);
-            wait_for_port(local_port);
-            p
-        }
+        Impl::Libev => spawn_local(
+            "libev-ss-local",
+            "ss-local",
+            method,
+            password,
+            server_port,
+            local_port,
+            udp_flag,
+        ),
     }
 }
 
