@@ -73,10 +73,7 @@ impl Epoll {
         if self.buffer.is_empty() {
             self.buffer = vec![libc::epoll_event { events: 0, u64: 0 }; self.max_events];
         }
-        let mut buffer = std::mem::take(&mut self.buffer);
-        let n = self.wait_into(timeout, &mut buffer);
-        self.buffer = buffer;
-        n
+        wait_into(&self.epfd, timeout, &mut self.buffer)
     }
 
     /// Wait for events into `out` (at most `out.len()`, which must not be 0),
@@ -84,18 +81,7 @@ impl Epoll {
     /// buffer, without a copy.
     #[inline]
     pub fn wait_into(&self, timeout: Option<Duration>, out: &mut [libc::epoll_event]) -> io::Result<usize> {
-        let capacity = out.len().min(libc::c_int::MAX as usize) as libc::c_int;
-        // SAFETY: `out` is valid for `capacity` events and the kernel writes at most that many.
-        let n = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), out.as_mut_ptr(), capacity, timeout_ms(timeout)) };
-        if n < 0 {
-            return Err(PollerError::os(
-                Backend::Epoll,
-                "poll",
-                None,
-                io::Error::last_os_error(),
-            ));
-        }
-        Ok(n as usize)
+        wait_into(&self.epfd, timeout, out)
     }
 
     /// Event `i` of the last [`wait`](Self::wait) (`i` below what it returned):
@@ -138,6 +124,24 @@ impl Epoll {
         }
         Ok(())
     }
+}
+
+/// `epoll_wait` on `epfd` into `out`: a function of the descriptor alone, so that
+/// [`Epoll::wait`] can lend it the poller's own buffer.
+#[inline]
+fn wait_into(epfd: &OwnedFd, timeout: Option<Duration>, out: &mut [libc::epoll_event]) -> io::Result<usize> {
+    let capacity = out.len().min(libc::c_int::MAX as usize) as libc::c_int;
+    // SAFETY: `out` is valid for `capacity` events and the kernel writes at most that many.
+    let n = unsafe { libc::epoll_wait(epfd.as_raw_fd(), out.as_mut_ptr(), capacity, timeout_ms(timeout)) };
+    if n < 0 {
+        return Err(PollerError::os(
+            Backend::Epoll,
+            "poll",
+            None,
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(n as usize)
 }
 
 impl Poller for Epoll {
