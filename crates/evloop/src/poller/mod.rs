@@ -230,11 +230,6 @@ pub(crate) struct RawEvent {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const LOOP_BATCH: usize = 1024;
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn new_batch() -> Vec<RawEvent> {
-    vec![RawEvent { events: 0, u64: 0 }; LOOP_BATCH]
-}
-
 enum Inner {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     Epoll(epoll::Epoll),
@@ -245,7 +240,10 @@ impl LoopPoller {
     pub(crate) fn open(backend: Backend) -> io::Result<LoopPoller> {
         let (inner, batch) = match backend {
             #[cfg(any(target_os = "linux", target_os = "android"))]
-            Backend::Epoll => (Inner::Epoll(epoll::Epoll::new()?), new_batch()),
+            Backend::Epoll => (
+                Inner::Epoll(epoll::Epoll::new()?),
+                vec![RawEvent { events: 0, u64: 0 }; LOOP_BATCH],
+            ),
             other => (Inner::Other(other.open()?), Vec::new()),
         };
         Ok(LoopPoller {
