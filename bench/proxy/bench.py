@@ -196,6 +196,63 @@ class Ports:
         raise RuntimeError("no free port")
 
 
+def idle_memory(tag, impl, method, single, opt, ports, logdir, server, local, socks_port, sink_port):
+    """VmRSS growth per idle proxied connection. One process cannot hold more than
+    `opt.idle_per_pair` of them (two descriptors each against RLIMIT_NOFILE), so the
+    connections are shared out over as many server+local pairs as that takes, the
+    first being the measurement's own pair; growth is summed over all of them."""
+    shards = -(-opt.idle_conns // opt.idle_per_pair)
+    pairs, socks_ports, extra, holders = [(server, local)], [socks_port], [], []
+    try:
+        for i in range(1, shards):
+            sport, lport = ports.take(), ports.take()
+            s = Proc(f"{tag}-server{i}", pinned("server", server_cmd(impl, method, sport, single), single), logdir)
+            extra.append(s)
+            lo = Proc(f"{tag}-local{i}", pinned("local", local_cmd(impl, method, sport, lport, single), single),
+                      logdir)
+            extra.append(lo)
+            wait_port(sport, s)
+            wait_port(lport, lo)
+            pairs.append((s, lo))
+            socks_ports.append(lport)
+        if extra:
+            time.sleep(0.3)
+        base = [(rss_kib(s.pid), rss_kib(lo.pid)) for s, lo in pairs]
+        for i, lport in enumerate(socks_ports):
+            share = opt.idle_conns // shards + (1 if i < opt.idle_conns % shards else 0)
+            cmd = pinned("load", [os.path.join(TOOLS, "load"), "idle", "--socks", f"127.0.0.1:{lport}",
+                                  "--target", f"127.0.0.1:{sink_port}", "--conns", str(share),
+                                  "--concurrency", "200", "--hold", "120", "--setup-timeout", "90"], single)
+            holders.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                            preexec_fn=raise_nofile))
+        readies = [kv(h.stdout.readline()) for h in holders]
+        time.sleep(1.0)
+        held = [(rss_kib(s.pid), rss_kib(lo.pid)) for s, lo in pairs]
+    finally:
+        for h in holders:
+            try:
+                h.stdin.write("\n")
+                h.stdin.flush()
+                h.stdin.close()
+            except (BrokenPipeError, ValueError):
+                pass
+        for h in holders:
+            h.wait(30)
+        for p in reversed(extra):
+            p.stop()
+    res = {"idle_pairs": len(pairs)}
+    n = sum(int(r.get("established", 0)) for r in readies)
+    res["idle_established"] = n
+    res["idle_errors"] = sum(int(r.get("errors", 0) or 0) for r in readies)
+    res["rss_base_server_kib"], res["rss_base_local_kib"] = sum(b[0] for b in base), sum(b[1] for b in base)
+    res["rss_idle_server_kib"], res["rss_idle_local_kib"] = sum(h[0] for h in held), sum(h[1] for h in held)
+    if n > 0:
+        res["mem_server_b_per_conn"] = (res["rss_idle_server_kib"] - res["rss_base_server_kib"]) * 1024 / n
+        res["mem_local_b_per_conn"] = (res["rss_idle_local_kib"] - res["rss_base_local_kib"]) * 1024 / n
+        res["mem_b_per_conn"] = res["mem_server_b_per_conn"] + res["mem_local_b_per_conn"]
+    return res
+
+
 def measure(impl, method, single, opt, ports, logdir):
     """One full measurement of one implementation pair; returns a dict."""
     sink_port, server_port, socks_port = ports.take(), ports.take(), ports.take()
@@ -220,32 +277,8 @@ def measure(impl, method, single, opt, ports, logdir):
 
         # 1. Memory with idle connections (fresh processes).
         if opt.idle_conns > 0:
-            base = (rss_kib(server.pid), rss_kib(local.pid))
-            cmd = pinned("load", [os.path.join(TOOLS, "load"), "idle", "--socks", socks, "--target", target,
-                                  "--conns", str(opt.idle_conns), "--concurrency", "200", "--hold", "120",
-                                  "--setup-timeout", "90"], single)
-            idle = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                    preexec_fn=raise_nofile)
-            line = idle.stdout.readline()
-            ready = kv(line)
-            time.sleep(1.0)
-            held = (rss_kib(server.pid), rss_kib(local.pid))
-            try:
-                idle.stdin.write("\n")
-                idle.stdin.flush()
-                idle.stdin.close()
-            except BrokenPipeError:
-                pass
-            idle.wait(30)
-            n = int(ready.get("established", 0))
-            res["idle_established"] = n
-            res["idle_errors"] = ready.get("errors")
-            res["rss_base_server_kib"], res["rss_base_local_kib"] = base
-            res["rss_idle_server_kib"], res["rss_idle_local_kib"] = held
-            if n > 0:
-                res["mem_server_b_per_conn"] = (held[0] - base[0]) * 1024 / n
-                res["mem_local_b_per_conn"] = (held[1] - base[1]) * 1024 / n
-                res["mem_b_per_conn"] = res["mem_server_b_per_conn"] + res["mem_local_b_per_conn"]
+            res.update(idle_memory(tag, impl, method, single, opt, ports, logdir, server, local, socks_port,
+                                   sink_port))
             time.sleep(1.0)  # let the proxies tear the connections down
 
         # 2. Bulk throughput and CPU per GiB.
@@ -338,7 +371,7 @@ def main():
     ap.add_argument("--rr-secs", type=float, default=4.0)
     ap.add_argument("--cr-secs", type=float, default=4.0)
     ap.add_argument("--cr-concurrency", type=int, default=32)
-    ap.add_argument("--idle-conns", type=int, default=0, help="0: as many as RLIMIT_NOFILE allows, at most 10000")
+    ap.add_argument("--idle-conns", type=int, default=0, help="0: 10000, shared out over as many server+local pairs as RLIMIT_NOFILE needs")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--report-only", metavar="JSON", help="rewrite the .md and .png of an earlier run's .json")
     opt = ap.parse_args()
@@ -365,11 +398,14 @@ def main():
     # The local and the server each hold two sockets per relayed connection.
     feasible = max(0, (hard - 200) // 2)
     feasible = feasible // 1000 * 1000 if feasible >= 1000 else feasible
+    # More than one pair can hold: the idle connections are shared out over several pairs.
+    opt.idle_per_pair = max(1, feasible)
     if opt.idle_conns <= 0:
-        opt.idle_conns = min(10000, feasible)
-    elif opt.idle_conns > feasible:
-        log(f"idle connections capped at {feasible}: RLIMIT_NOFILE hard limit is {hard}")
-        opt.idle_conns = feasible
+        opt.idle_conns = 10000
+    # ... but the sink and each load tool hold one descriptor per connection.
+    if opt.idle_conns > hard - 200:
+        log(f"idle connections capped at {hard - 200}: RLIMIT_NOFILE hard limit is {hard}")
+        opt.idle_conns = max(0, hard - 200)
     if opt.quick:
         opt.idle_conns = min(opt.idle_conns, 2000)
     methods = opt.methods.split(",")
@@ -427,6 +463,7 @@ def main():
         "date": stamp_time, "elapsed_s": elapsed, "runs": opt.runs, "quick": opt.quick,
         "bulk_bytes": opt.bulk_bytes, "rr_conns": opt.rr_conns, "rr_size": opt.rr_size, "rr_secs": opt.rr_secs,
         "cr_secs": opt.cr_secs, "cr_concurrency": opt.cr_concurrency, "idle_conns": opt.idle_conns,
+        "idle_per_pair": opt.idle_per_pair,
         "nofile_hard": hard, "cpus": os.cpu_count(), "kernel": platform.release(),
         "cpu_model": cpu_model(), "versions": versions(),
     }
@@ -510,8 +547,10 @@ def report(raw, meta, outdir, base, methods, impls, configs):
     w(f"- connection rate: {meta['cr_concurrency']} in flight, each connect + SOCKS5 handshake + one "
       f"{meta['rr_size']} B echo + close, {meta['cr_secs']} s window;")
     w(f"- memory: VmRSS growth of server and local with **{meta['idle_conns']} idle proxied connections** "
-      f"(each did one echo), divided by the count. RLIMIT_NOFILE hard limit is {meta['nofile_hard']}; a local or "
-      f"server needs two descriptors per connection, so 10 000 was not feasible in one process.")
+      f"(each did one echo), divided by the count. A local or server needs two descriptors per connection and "
+      f"RLIMIT_NOFILE's hard limit is {meta['nofile_hard']}, so one process holds at most "
+      f"{meta.get('idle_per_pair', '?')}: the connections are shared out evenly over as many server+local pairs "
+      f"of the same implementation as that takes (all pinned as below), and the growth summed over them.")
     w("- configurations: **single** = one worker thread each (ours `--workers 1`, libev as is, "
       "shadowsocks-rust `--single-threaded`), pinned with taskset: load tool + local on CPU 0, server + sink "
       "on CPU 1; **default** = each implementation's default threading (ours: one worker per CPU; "

@@ -4,7 +4,7 @@
 //! load bulk     --socks A --target T --bytes N [--timeout 300]
 //! load rr       --socks A --target T --conns 100 --size 64 --secs 5 [--max-reqs 50000000]
 //! load connrate --socks A --target T --concurrency 32 --size 64 --secs 5 [--max-conns 1000000]
-//! load idle     --socks A --target T --conns 9000 --concurrency 200 [--hold 120]
+//! load idle     --socks A --target T --conns 5000 --concurrency 200 [--hold 120]
 //!     opens the connections (handshake + one echo each), prints `READY ...`, then
 //!     holds them until stdin has a line or is closed, or --hold seconds pass.
 
