@@ -37,11 +37,13 @@ pub(crate) struct Shrink {
 
 impl Shrink {
     /// The generation of a slot pushed at the end of the slab.
+    #[inline]
     pub(crate) fn new_generation(&self) -> u32 {
         self.generation_floor
     }
 
     /// The slab is about to grow past `len` slots.
+    #[inline]
     pub(crate) fn growing(&mut self, len: usize) {
         if len >= SHRINK_MIN_SLOTS {
             self.below = self.below.max(len / 4);
@@ -49,6 +51,7 @@ impl Shrink {
     }
 
     /// Whether a slab with `live` entries should shrink.
+    #[inline]
     pub(crate) fn is_due(&self, live: usize) -> bool {
         live < self.below
     }
