@@ -438,8 +438,9 @@ def report(c, cg, mach, date, elapsed, args):
     L.append("# evloop benchmarks, %s\n" % date)
     L.append("Produced by `bash bench/run.sh` in %.0f s. Every figure is the **median** of the runs, "
              "with the spread **[min–max]**; W1, W2 and W4 take %d interleaved runs per variant (every "
-             "variant once per round), W3 and W5 take %d. Ratios are of the medians, evloop = evloop on epoll. "
-             "A benchmark, not a test: nothing here is asserted.\n" % (elapsed, args.reps, args.reps_short))
+             "variant once per round), W3 takes %d and W5 %d (interleaved likewise). Ratios are of the medians, "
+             "evloop = evloop on epoll. A benchmark, not a test: nothing here is asserted.\n"
+             % (elapsed, args.reps, args.reps_short, args.reps_w5))
     L.append("## Machine\n")
     L.append("| | |\n|---|---|")
     for k in ("nproc", "cpu", "kernel", "rustc", "python", "valgrind", "mio"):
@@ -537,7 +538,9 @@ def report(c, cg, mach, date, elapsed, args):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--reps-short", type=int, default=3)
+    ap.add_argument("--reps-short", type=int, default=5, help="W3's runs")
+    ap.add_argument("--reps-w5", type=int, default=11,
+                    help="W5's runs: ~30 ms each, and their spread is wide, so take many")
     ap.add_argument("--secs", type=float, default=1.0)
     ap.add_argument("--w4-secs", type=float, default=2.5)
     ap.add_argument("--render", metavar="JSON", help="only rewrite the .md and .png from a results .json")
@@ -569,7 +572,7 @@ def main():
     if "w4" not in skip:
         w4(c, args.reps, args.w4_secs)
     if "w5" not in skip:
-        w5(c, args.reps_short)
+        w5(c, args.reps_w5)
     cg = {} if "callgrind" in skip else callgrind(RESULTS, date)
     elapsed = time.time() - start
     mach = machine()
