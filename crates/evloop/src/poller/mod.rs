@@ -457,6 +457,21 @@ pub(crate) fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
     }
 }
 
+/// Refuse to register a closed `fd`, with the error epoll's `EPOLL_CTL_ADD` gives
+/// (EBADF): poll(2) would accept it and report `POLLNVAL` forever after, select(2)
+/// would fail later, for every fd at once.
+pub(crate) fn refuse_closed(backend: Backend, fd: RawFd) -> io::Result<()> {
+    if fd_is_open(fd) {
+        return Ok(());
+    }
+    Err(PollerError::os(
+        backend,
+        "register",
+        Some(fd),
+        io::Error::from_raw_os_error(libc::EBADF),
+    ))
+}
+
 /// Whether `fd` is an open descriptor (`fcntl(F_GETFD)` succeeds).
 pub(crate) fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD only reads the descriptor's flags; any integer is a valid argument.

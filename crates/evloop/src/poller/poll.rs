@@ -22,7 +22,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use super::{Backend, PollEvent, Poller, PollerError, fd_is_open, timeout_ms};
+use super::{Backend, PollEvent, Poller, PollerError, refuse_closed, timeout_ms};
 use crate::events::{Events, POLL_ERR, POLL_HUP, POLL_IN, POLL_NVAL, POLL_OUT};
 
 /// A poller on poll(2). Holds no kernel object, so dropping it closes nothing.
@@ -110,20 +110,11 @@ fn from_revents(revents: libc::c_short) -> Events {
 
 impl Poller for Poll {
     fn register(&mut self, fd: RawFd, mode: Events) -> io::Result<()> {
-        // poll(2) would accept a closed fd and report POLLNVAL forever after; refusing
-        // it here gives the caller the same error epoll's EPOLL_CTL_ADD gives.
-        if !fd_is_open(fd) {
-            return Err(PollerError::os(
-                Backend::Poll,
-                "register",
-                Some(fd),
-                io::Error::from_raw_os_error(libc::EBADF),
-            ));
-        }
+        refuse_closed(Backend::Poll, fd)?;
         if self.position(fd).is_some() {
             return Err(PollerError::already_registered(Backend::Poll, fd));
         }
-        // fd_is_open succeeded, so fd is not negative.
+        // refuse_closed let it through, so fd is not negative.
         let slot = fd as usize;
         if slot >= self.index.len() {
             self.index.resize(slot + 1, None);

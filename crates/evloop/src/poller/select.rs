@@ -33,7 +33,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use super::{Backend, PollEvent, Poller, PollerError, fd_is_open};
+use super::{Backend, PollEvent, Poller, PollerError, fd_is_open, refuse_closed};
 use crate::events::{Events, POLL_ERR, POLL_IN, POLL_NVAL, POLL_OUT};
 
 /// A poller on select(2), for descriptors below `FD_SETSIZE`. Holds no kernel
@@ -231,16 +231,7 @@ impl Poller for Select {
         if let Some(err) = out_of_range(fd, "register") {
             return Err(err);
         }
-        // select(2) would only fail later, for every fd at once; refusing here gives
-        // the caller the same error epoll's EPOLL_CTL_ADD gives.
-        if !fd_is_open(fd) {
-            return Err(PollerError::os(
-                Backend::Select,
-                "register",
-                Some(fd),
-                io::Error::from_raw_os_error(libc::EBADF),
-            ));
-        }
+        refuse_closed(Backend::Select, fd)?;
         if self.entry(fd).is_some() {
             return Err(PollerError::already_registered(Backend::Select, fd));
         }
