@@ -243,52 +243,8 @@ fn ipv6_listeners_and_destinations() {
     };
     let http = HttpServer::start();
     let (server_port, local_port) = (free_port(), free_port());
-    let (sp, lp) = (server_port.to_string(), local_port.to_string());
-    let _server = Proc::spawn(
-        "ssserver-v6",
-        &ours("ssserver"),
-        &[
-            "-s",
-            "::1",
-            "-p",
-            &sp,
-            "-k",
-            "pw",
-            "-m",
-            "aes-128-gcm",
-            "--forbidden-ip",
-            "",
-            "-v",
-        ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("::1", server_port)).is_err() {
-        assert!(Instant::now() < deadline, "ssserver on [::1] did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _local = Proc::spawn(
-        "sslocal-v6",
-        &ours("sslocal"),
-        &[
-            "-s",
-            "::1",
-            "-p",
-            &sp,
-            "-k",
-            "pw",
-            "-m",
-            "aes-128-gcm",
-            "-b",
-            "::1",
-            "-l",
-            &lp,
-            "-v",
-        ],
-    );
-    while TcpStream::connect(("::1", local_port)).is_err() {
-        assert!(Instant::now() < deadline, "sslocal on [::1] did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let _server = our_server_on(V6, "v6", "aes-128-gcm", "pw", server_port, &["-v"]);
+    let _local = our_local_on(V6, "v6", "aes-128-gcm", "pw", server_port, local_port, &["-v"]);
     // An IPv4 destination through an all-IPv6 proxy.
     let out = Command::new("curl")
         .args([

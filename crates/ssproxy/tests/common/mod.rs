@@ -111,16 +111,26 @@ impl Drop for Proc {
     }
 }
 
-/// Wait until something accepts TCP connections on `port`.
+/// IPv4 loopback, where the helpers listen unless told otherwise.
+pub const V4: &str = "127.0.0.1";
+/// IPv6 loopback.
+pub const V6: &str = "::1";
+
+/// Wait until something accepts TCP connections on 127.0.0.1:`port`.
 pub fn wait_for_port(port: u16) {
+    wait_for(V4, port);
+}
+
+/// Wait until something accepts TCP connections on `host`:`port`.
+pub fn wait_for(host: &str, port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if TcpStream::connect((host, port)).is_ok() {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("nothing listens on 127.0.0.1:{port} after 10 s");
+    panic!("nothing listens on {host} port {port} after 10 s");
 }
 
 pub fn ours(binary: &str) -> String {
@@ -141,10 +151,17 @@ pub enum Impl {
 /// Our ssserver on 127.0.0.1:`port`, one worker, no forbidden addresses, with
 /// `extra` flags (`-t 3`, `-u`, `-v`).
 pub fn our_server(name: &str, method: &str, password: &str, port: u16, extra: &[&str]) -> Proc {
+    our_server_on(V4, name, method, password, port, extra)
+}
+
+/// [`our_server`] on `host` ([`V4`] or [`V6`]).
+pub fn our_server_on(host: &str, name: &str, method: &str, password: &str, port: u16, extra: &[&str]) -> Proc {
     let extra = [&["--forbidden-ip", "", "--workers", "1"], extra].concat();
+    let program = ours("ssserver");
     spawn_server(
         &format!("{name}-ssserver"),
-        &ours("ssserver"),
+        &program,
+        host,
         method,
         password,
         port,
@@ -152,61 +169,73 @@ pub fn our_server(name: &str, method: &str, password: &str, port: u16, extra: &[
     )
 }
 
-/// `program`, a server that takes shadowsocks-libev's flags, on 127.0.0.1:`port`, with
+/// `program`, a server that takes shadowsocks-libev's flags, on `host`:`port`, with
 /// `extra` flags; returns once it listens.
-fn spawn_server(name: &str, program: &str, method: &str, password: &str, port: u16, extra: &[&str]) -> Proc {
+fn spawn_server(
+    name: &str,
+    program: &str,
+    host: &str,
+    method: &str,
+    password: &str,
+    port: u16,
+    extra: &[&str],
+) -> Proc {
     let port_text = port.to_string();
-    let mut args = vec!["-s", "127.0.0.1", "-p", &port_text, "-k", password, "-m", method];
+    let mut args = vec!["-s", host, "-p", &port_text, "-k", password, "-m", method];
     args.extend_from_slice(extra);
     let p = Proc::spawn(name, program, &args);
-    wait_for_port(port);
+    wait_for(host, port);
     p
 }
 
 /// Our sslocal on 127.0.0.1:`local_port` relaying to `server_port`, one worker,
 /// with `extra` flags.
 pub fn our_local(name: &str, method: &str, password: &str, server_port: u16, local_port: u16, extra: &[&str]) -> Proc {
-    let extra = [&["--workers", "1"], extra].concat();
-    spawn_local(
-        &format!("{name}-sslocal"),
-        &ours("sslocal"),
-        method,
-        password,
-        server_port,
-        local_port,
-        &extra,
-    )
+    our_local_on(V4, name, method, password, server_port, local_port, extra)
 }
 
-/// `program`, a local that takes shadowsocks-libev's flags, on 127.0.0.1:`local_port`
-/// relaying to `server_port`, with `extra` flags; returns once it listens.
-fn spawn_local(
+/// [`our_local`] with both the server and the local on `host` ([`V4`] or [`V6`]).
+pub fn our_local_on(
+    host: &str,
     name: &str,
-    program: &str,
     method: &str,
     password: &str,
     server_port: u16,
     local_port: u16,
     extra: &[&str],
 ) -> Proc {
+    let extra = [&["--workers", "1"], extra].concat();
+    let program = ours("sslocal");
+    let ports = (server_port, local_port);
+    spawn_local(
+        &format!("{name}-sslocal"),
+        &program,
+        host,
+        method,
+        password,
+        ports,
+        &extra,
+    )
+}
+
+/// `program`, a local that takes shadowsocks-libev's flags, on `host`:`local_port`
+/// relaying to `server_port` on `host`, with `extra` flags; returns once it listens.
+fn spawn_local(
+    name: &str,
+    program: &str,
+    host: &str,
+    method: &str,
+    password: &str,
+    (server_port, local_port): (u16, u16),
+    extra: &[&str],
+) -> Proc {
     let (sp, lp) = (server_port.to_string(), local_port.to_string());
     let mut args = vec![
-        "-s",
-        "127.0.0.1",
-        "-p",
-        &sp,
-        "-k",
-        password,
-        "-m",
-        method,
-        "-b",
-        "127.0.0.1",
-        "-l",
-        &lp,
+        "-s", host, "-p", &sp, "-k", password, "-m", method, "-b", host, "-l", &lp,
     ];
     args.extend_from_slice(extra);
     let p = Proc::spawn(name, program, &args);
-    wait_for_port(local_port);
+    wait_for(host, local_port);
     p
 }
 
@@ -215,7 +244,7 @@ pub fn server(which: Impl, method: &str, password: &str, port: u16, udp: bool) -
     let udp_flag: &[&str] = if udp { &["-u"] } else { &[] };
     match which {
         Impl::Ours => our_server("ours", method, password, port, &[udp_flag, &["-v"]].concat()),
-        Impl::Libev => spawn_server("libev-ss-server", "ss-server", method, password, port, udp_flag),
+        Impl::Libev => spawn_server("libev-ss-server", "ss-server", V4, method, password, port, udp_flag),
     }
 }
 
@@ -234,10 +263,10 @@ pub fn local(which: Impl, method: &str, password: &str, server_port: u16, local_
         Impl::Libev => spawn_local(
             "libev-ss-local",
             "ss-local",
+            V4,
             method,
             password,
-            server_port,
-            local_port,
+            (server_port, local_port),
             udp_flag,
         ),
     }
