@@ -373,18 +373,20 @@ impl<T> TimerQueue<T> {
 
     /// The earliest deadline of a pending timer, in [`monotonic_ns`] time.
     pub fn next_deadline_ns(&mut self) -> Option<u64> {
-        self.drop_dead_top();
-        self.heap.peek().map(|Reverse(e)| e.when)
+        self.live_top().map(|e| e.when)
     }
 
-    fn drop_dead_top(&mut self) {
-        while let Some(Reverse(top)) = self.heap.peek() {
-            if is_live(&self.slots, top) {
-                break;
+    /// Pop the tombstones off the top of the heap; returns the live entry left
+    /// there, if any.
+    fn live_top(&mut self) -> Option<HeapEntry> {
+        while let Some(&Reverse(top)) = self.heap.peek() {
+            if is_live(&self.slots, &top) {
+                return Some(top);
             }
             self.heap.pop();
             self.tombstones -= 1;
         }
+        None
     }
 
     /// How many timers one firing round may take at most: those scheduled before
@@ -402,27 +404,19 @@ impl<T> TimerQueue<T> {
 
     /// [`pop_expired`](Self::pop_expired) in [`monotonic_ns`] time.
     pub fn pop_expired_ns(&mut self, now: u64) -> Option<(TimerId, T)> {
-        loop {
-            let Reverse(top) = *self.heap.peek()?;
-            let slot = &mut self.slots[top.index as usize];
-            if slot.seq != top.seq || slot.value.is_none() {
-                // A tombstone: dropped whether due or not, as `drop_dead_top` would.
-                self.heap.pop();
-                self.tombstones -= 1;
-                continue;
-            }
-            if top.when > now {
-                return None;
-            }
-            self.heap.pop();
-            let value = slot.value.take()?;
-            slot.seq = FIRING;
-            let id = TimerId {
-                index: top.index,
-                generation: slot.generation,
-            };
-            return Some((id, value));
+        let top = self.live_top()?;
+        if top.when > now {
+            return None;
         }
+        self.heap.pop();
+        let slot = &mut self.slots[top.index as usize];
+        let value = slot.value.take()?;
+        slot.seq = FIRING;
+        let id = TimerId {
+            index: top.index,
+            generation: slot.generation,
+        };
+        Some((id, value))
     }
 
     /// Hand back a timer taken by `pop_expired`: a repeating timer is re-armed one
