@@ -365,6 +365,19 @@ struct Got {
     asked: usize,
 }
 
+/// Count one read of a direction's read loop into `total`. False when the loop is
+/// done: the read would have blocked, met end-of-file (noted in `eof`), or came
+/// back short (the socket is drained).
+fn tally(got: Option<Got>, total: &mut usize, eof: &mut bool) -> bool {
+    let Some(Got { n, asked }) = got else { return false };
+    if n == 0 {
+        *eof = true;
+        return false;
+    }
+    *total += n;
+    n >= asked
+}
+
 /// Read ciphertext into `queue`'s raw bytes, straight into its storage when the
 /// stream is busy (else through `scratch`: small reads should not make every
 /// connection hold a large buffer). Opening it is the caller's.
@@ -477,13 +490,7 @@ fn read_client(cx: &mut Ctx<'_, Worker>, id: ConnId, events: Events) -> io::Resu
                 })?,
             },
         };
-        let Some(Got { n, asked }) = got else { break };
-        if n == 0 {
-            conn.client_eof = true;
-            break;
-        }
-        total += n;
-        if n < asked {
+        if !tally(got, &mut total, &mut conn.client_eof) {
             break;
         }
     }
@@ -536,13 +543,7 @@ fn read_remote(cx: &mut Ctx<'_, Worker>, id: ConnId, events: Events) -> io::Resu
             }
             Codec::None => read_through(&remote, &mut worker.scratch, |_| Ok(()))?,
         };
-        let Some(Got { n, asked }) = got else { break };
-        if n == 0 {
-            conn.remote_eof = true;
-            break;
-        }
-        total += n;
-        if n < asked {
+        if !tally(got, &mut total, &mut conn.remote_eof) {
             break;
         }
     }
