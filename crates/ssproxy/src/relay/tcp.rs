@@ -330,20 +330,18 @@ fn on_event(cx: &mut Ctx<'_, Worker>, id: ConnId, side: Side, events: Events) ->
 /// Read what one socket has into `buf`. Returns the bytes read, `Some(0)` at
 /// end-of-file, `None` when the socket had nothing.
 fn read_some(stream: &TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    loop {
-        match (&*stream).read(buf) {
-            Ok(n) => return Ok(Some(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    retrying(|| (&*stream).read(buf))
 }
 
 /// As [`read_some`], into several buffers in turn (one `readv`).
 fn read_some_vectored(stream: &TcpStream, bufs: &mut [IoSliceMut<'_>]) -> io::Result<Option<usize>> {
+    retrying(|| (&*stream).read_vectored(bufs))
+}
+
+/// Run `read` again while a signal interrupts it; `None` when it would block.
+fn retrying(mut read: impl FnMut() -> io::Result<usize>) -> io::Result<Option<usize>> {
     loop {
-        match (&*stream).read_vectored(bufs) {
+        match read() {
             Ok(n) => return Ok(Some(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -390,14 +388,10 @@ fn read_ciphertext(stream: &TcpStream, scratch: &mut [u8], queue: &mut Pending) 
         queue.add_raw(n);
         return Ok(Some(Got { n, asked: READ_LEN }));
     }
-    let Some(n) = read_some(stream, scratch)? else {
-        return Ok(None);
-    };
-    queue.push_raw(&scratch[..n]);
-    Ok(Some(Got {
-        n,
-        asked: scratch.len(),
-    }))
+    read_through(stream, scratch, |data| {
+        queue.push_raw(data);
+        Ok(())
+    })
 }
 
 /// Read plaintext that `sealer` seals into `queue`: into the payload slots of the
