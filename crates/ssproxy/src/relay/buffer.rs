@@ -76,6 +76,11 @@ impl Pending {
         self.raw_end - self.raw_start
     }
 
+    /// Nothing queued and no raw bytes held.
+    fn is_drained(&self) -> bool {
+        self.is_empty() && self.raw_len() == 0
+    }
+
     /// Whether reads should go straight into this queue (see [`Pending::note_read`]).
     pub fn is_hot(&self) -> bool {
         self.hot
@@ -204,7 +209,7 @@ impl Pending {
     pub fn consume(&mut self, n: usize) {
         self.start += n;
         debug_assert!(self.start <= self.end);
-        if self.start == self.end && self.raw_len() == 0 {
+        if self.is_drained() {
             self.start = 0;
             self.end = 0;
             self.raw_start = 0;
@@ -221,7 +226,7 @@ impl Pending {
 
     /// Give back the storage if nothing is queued or held (a connection going idle).
     pub fn release_now(&mut self) {
-        if self.is_empty() && self.raw_len() == 0 {
+        if self.is_drained() {
             *self = Pending::default();
         }
     }
