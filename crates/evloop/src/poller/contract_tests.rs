@@ -4,13 +4,14 @@
 //! `FD_SETSIZE`) stays in that backend's own tests.
 
 use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::poll::tests::{high_fd, lock_fd_numbers, low_fd_numbers, poll_sorted};
+use super::poll::tests::{high_fd, interrupted, lock_fd_numbers, low_fd_numbers, poll_sorted};
 use super::{Backend, Poller, PollerError};
-use crate::events::{POLL_IN, POLL_OUT};
+use crate::events::{POLL_IN, POLL_NULL, POLL_OUT};
 
 const LONG: Option<Duration> = Some(Duration::from_secs(5));
 
@@ -105,6 +106,86 @@ pub(super) fn register_closed_fd_is_invalid_input_ebadf(backend: Backend) {
     poller.register(fd, POLL_IN).unwrap();
 }
 
+pub(super) fn in_and_out_are_merged_into_one_entry(backend: Backend) {
+    let _fds = low_fd_numbers();
+    let (a, mut b) = UnixStream::pair().unwrap();
+    b.write_all(b"x").unwrap();
+    let mut poller = open(backend);
+    poller.register(a.as_raw_fd(), POLL_IN | POLL_OUT).unwrap();
+    assert_eq!(
+        poll_sorted(poller.as_mut(), LONG),
+        [(a.as_raw_fd(), POLL_IN | POLL_OUT)]
+    );
+}
+
+pub(super) fn modify_changes_the_watched_conditions(backend: Backend) {
+    let _fds = low_fd_numbers();
+    let (a, _b) = UnixStream::pair().unwrap();
+    let mut poller = open(backend);
+    poller.register(a.as_raw_fd(), POLL_IN).unwrap();
+    assert_eq!(poll_sorted(poller.as_mut(), Some(Duration::ZERO)), []);
+    poller.modify(a.as_raw_fd(), POLL_OUT).unwrap();
+    assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_OUT)]);
+    poller.modify(a.as_raw_fd(), POLL_NULL).unwrap();
+    assert_eq!(poll_sorted(poller.as_mut(), Some(Duration::ZERO)), []);
+    // A POLL_NULL fd stays registered: it can be modified back.
+    poller.modify(a.as_raw_fd(), POLL_OUT).unwrap();
+    assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_OUT)]);
+}
+
+pub(super) fn unregistered_fd_is_no_longer_reported(backend: Backend) {
+    let _fds = low_fd_numbers();
+    let (a, mut b) = UnixStream::pair().unwrap();
+    b.write_all(b"x").unwrap();
+    let mut poller = open(backend);
+    poller.register(a.as_raw_fd(), POLL_IN).unwrap();
+    poller.unregister(a.as_raw_fd()).unwrap();
+    assert_eq!(poll_sorted(poller.as_mut(), Some(Duration::ZERO)), []);
+    // Registering again after unregistering is allowed.
+    poller.register(a.as_raw_fd(), POLL_IN).unwrap();
+    assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_IN)]);
+}
+
+pub(super) fn tcp_listener_is_readable_with_a_pending_connection(backend: Backend) {
+    let _fds = low_fd_numbers();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut poller = open(backend);
+    poller.register(listener.as_raw_fd(), POLL_IN).unwrap();
+    assert_eq!(poll_sorted(poller.as_mut(), Some(Duration::ZERO)), []);
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    assert_eq!(poll_sorted(poller.as_mut(), LONG), [(listener.as_raw_fd(), POLL_IN)]);
+    poller.register(client.as_raw_fd(), POLL_OUT).unwrap();
+    let mut expected = vec![(listener.as_raw_fd(), POLL_IN), (client.as_raw_fd(), POLL_OUT)];
+    expected.sort_by_key(|&(fd, _)| fd);
+    assert_eq!(poll_sorted(poller.as_mut(), LONG), expected);
+}
+
+/// A timeout below the backend's unit (epoll's and poll's millisecond) is rounded
+/// up, never down to a busy zero.
+pub(super) fn sub_millisecond_timeout_waits_at_least_that_long(backend: Backend) {
+    let _fds = low_fd_numbers();
+    let (a, _b) = UnixStream::pair().unwrap();
+    let mut poller = open(backend);
+    poller.register(a.as_raw_fd(), POLL_IN).unwrap();
+    let wait = Duration::from_micros(300);
+    let start = Instant::now();
+    assert_eq!(poll_sorted(poller.as_mut(), Some(wait)), []);
+    assert!(start.elapsed() >= wait, "returned after {:?}", start.elapsed());
+}
+
+pub(super) fn signal_during_wait_is_interrupted(backend: Backend) {
+    let _fds = low_fd_numbers();
+    let (a, _b) = UnixStream::pair().unwrap();
+    let mut poller = open(backend);
+    poller.register(a.as_raw_fd(), POLL_IN).unwrap();
+    let mut out = Vec::new();
+    let err = interrupted(|| poller.poll(Some(Duration::from_secs(30)), &mut out)).unwrap_err();
+    assert_eq!(
+        kind_and_errno(backend, &err),
+        (io::ErrorKind::Interrupted, Some(libc::EINTR))
+    );
+}
+
 /// One module per backend of this platform, each running every case.
 macro_rules! contract_cases {
     ($($case:ident),* $(,)?) => {
@@ -133,4 +214,10 @@ contract_cases!(
     register_twice_is_already_exists,
     unregister_or_modify_unknown_fd_is_not_found,
     register_closed_fd_is_invalid_input_ebadf,
+    in_and_out_are_merged_into_one_entry,
+    modify_changes_the_watched_conditions,
+    unregistered_fd_is_no_longer_reported,
+    tcp_listener_is_readable_with_a_pending_connection,
+    sub_millisecond_timeout_waits_at_least_that_long,
+    signal_during_wait_is_interrupted,
 );
