@@ -43,6 +43,36 @@ fn require_2022(key: &Key, operation: &'static str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Opens a fixed header (request or response) into `buf` and checks the two fields
+/// both start with: the header type, then the timestamp against `clock`. Returns the
+/// header's plaintext length.
+fn open_fixed_header(
+    opener: &mut Opener,
+    unit: &[u8],
+    buf: &mut [u8; SMALL],
+    expected: u8,
+    clock: Clock,
+) -> Result<usize, Error> {
+    let n = opener.open_small(unit, buf)?;
+    if buf[0] != expected {
+        return Err(Error::HeaderType { expected, got: buf[0] });
+    }
+    let timestamp = u64::from_be_bytes(buf[1..9].try_into().expect("8 bytes"));
+    check_timestamp(timestamp, clock())?;
+    Ok(n)
+}
+
+/// Asks the replay hook, if any, whether the peer's salt is new: after the header
+/// authenticated and its timestamp passed, as the spec orders the checks.
+fn admit_salt(hook: &mut Option<SaltHook>, salt: &Option<Salt>) -> Result<(), Error> {
+    if let (Some(hook), Some(salt)) = (hook, salt)
+        && !hook(salt.get())
+    {
+        return Err(Error::ReplayedSalt);
+    }
+    Ok(())
+}
+
 /// Plaintext length of the response fixed header for this salt length.
 fn response_fixed_len(salt_len: usize) -> usize {
     1 + 8 + salt_len + 2
@@ -207,20 +237,8 @@ impl Framed for RequestIn {
             }
             RequestState::Fixed(mut opener) => {
                 let mut buf = [0u8; SMALL];
-                opener.open_small(unit, &mut buf)?;
-                if buf[0] != TYPE_CLIENT {
-                    return Err(Error::HeaderType {
-                        expected: TYPE_CLIENT,
-                        got: buf[0],
-                    });
-                }
-                let timestamp = u64::from_be_bytes(buf[1..9].try_into().expect("8 bytes"));
-                check_timestamp(timestamp, (self.clock)())?;
-                if let (Some(hook), Some(salt)) = (&mut self.hook, &self.salt)
-                    && !hook(salt.get())
-                {
-                    return Err(Error::ReplayedSalt);
-                }
+                open_fixed_header(&mut opener, unit, &mut buf, TYPE_CLIENT, self.clock)?;
+                admit_salt(&mut self.hook, &self.salt)?;
                 let len = usize::from(u16::from_be_bytes([buf[9], buf[10]]));
                 if len == 0 {
                     return Err(Error::BadHeader("empty variable-length header"));
@@ -464,24 +482,12 @@ impl Framed for ResponseIn {
             }
             ResponseState::Fixed(mut opener) => {
                 let mut buf = [0u8; SMALL];
-                let n = opener.open_small(unit, &mut buf)?;
-                if buf[0] != TYPE_SERVER {
-                    return Err(Error::HeaderType {
-                        expected: TYPE_SERVER,
-                        got: buf[0],
-                    });
-                }
-                let timestamp = u64::from_be_bytes(buf[1..9].try_into().expect("8 bytes"));
-                check_timestamp(timestamp, (self.clock)())?;
+                let n = open_fixed_header(&mut opener, unit, &mut buf, TYPE_SERVER, self.clock)?;
                 let salt_len = self.request_salt.get().len();
                 if buf[9..9 + salt_len] != *self.request_salt.get() {
                     return Err(Error::SaltMismatch);
                 }
-                if let (Some(hook), Some(salt)) = (&mut self.hook, &self.salt)
-                    && !hook(salt.get())
-                {
-                    return Err(Error::ReplayedSalt);
-                }
+                admit_salt(&mut self.hook, &self.salt)?;
                 let len = usize::from(u16::from_be_bytes([buf[n - 2], buf[n - 1]]));
                 ResponseState::Data(ChunkReader::with_payload(opener, SIP022_MAX_PAYLOAD, len))
             }
