@@ -43,14 +43,7 @@ use crate::events::Events;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod epoll;
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-))]
+#[cfg(kqueue)]
 pub mod kqueue;
 pub mod poll;
 pub mod select;
@@ -114,14 +107,7 @@ impl Backend {
     pub const fn is_available(self) -> bool {
         match self {
             Backend::Epoll => cfg!(any(target_os = "linux", target_os = "android")),
-            Backend::Kqueue => cfg!(any(
-                target_os = "macos",
-                target_os = "ios",
-                target_os = "freebsd",
-                target_os = "netbsd",
-                target_os = "openbsd",
-                target_os = "dragonfly"
-            )),
+            Backend::Kqueue => cfg!(kqueue),
             Backend::Poll | Backend::Select => true,
         }
     }
@@ -157,14 +143,7 @@ impl Backend {
         match self {
             #[cfg(any(target_os = "linux", target_os = "android"))]
             Backend::Epoll => Ok(Box::new(epoll::Epoll::new()?)),
-            #[cfg(any(
-                target_os = "macos",
-                target_os = "ios",
-                target_os = "freebsd",
-                target_os = "netbsd",
-                target_os = "openbsd",
-                target_os = "dragonfly"
-            ))]
+            #[cfg(kqueue)]
             Backend::Kqueue => Ok(Box::new(kqueue::Kqueue::new()?)),
             Backend::Poll => Ok(Box::new(poll::Poll::new())),
             Backend::Select => Ok(Box::new(select::Select::new())),
