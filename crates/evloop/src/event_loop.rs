@@ -151,6 +151,14 @@ impl<D> SlabSlot for Slot<D> {
 
 const VACANT: RawFd = -1;
 
+/// The error for a token that names no live registration; out of line, so that the
+/// paths that check a token carry none of its formatting.
+#[cold]
+#[inline(never)]
+fn not_registered(backend: Backend, token: Token) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("{backend}: {token} is not registered"))
+}
+
 const NO_TOKEN: Token = Token {
     index: u32::MAX,
     generation: u32::MAX,
@@ -396,12 +404,12 @@ impl<D: 'static> EventLoop<D> {
         Ok(token)
     }
 
+    #[inline]
     fn slot_mut(&mut self, token: Token) -> io::Result<&mut Slot<D>> {
-        let backend = self.backend;
-        self.slots
-            .get_mut(token.index as usize)
-            .filter(|s| s.generation == token.generation && s.is_live())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{backend}: {token} is not registered")))
+        match self.slots.get_mut(token.index as usize) {
+            Some(slot) if slot.generation == token.generation && slot.is_live() => Ok(slot),
+            _ => Err(not_registered(self.backend, token)),
+        }
     }
 
     /// Whether `token` names a live registration.
