@@ -78,20 +78,20 @@ class Collector(object):
     """Per (workload, config, variant): the list of per-run figures, or the error."""
 
     def __init__(self):
-        self.runs = {}
-        self.errors = {}
-        # Per key, one entry per round (None for a failed run): what pairs the
-        # variants' runs of one round with each other.
+        # Per key, one entry per round (None for a failed run): the round is what
+        # pairs the variants' runs with each other.
         self.rounds = {}
+        self.errors = {}
 
     def add(self, key, result, field="per_sec"):
         if "error" in result:
             self.errors[key] = result["error"]
-            self.runs.setdefault(key, [])
-            self.rounds.setdefault(key, []).append(None)
-        else:
-            self.runs.setdefault(key, []).append(result)
-            self.rounds.setdefault(key, []).append(result)
+            result = None
+        self.rounds.setdefault(key, []).append(result)
+
+    def runs(self, key):
+        """The runs of `key` that succeeded."""
+        return [r for r in self.rounds.get(key, []) if r]
 
     def paired(self, key_a, key_b, field="per_sec"):
         """The per-round ratios a/b (runs of one round ran back to back), summarized."""
@@ -102,7 +102,7 @@ class Collector(object):
         return summary(ratios)
 
     def stat(self, key, field="per_sec"):
-        return summary([r.get(field) for r in self.runs.get(key, [])])
+        return summary([r.get(field) for r in self.runs(key)])
 
 
 def w1_w2(c, reps, secs):
@@ -576,10 +576,8 @@ def main():
             raw = json.load(f)
         c = Collector()
         for r in raw["runs"]:
-            key = (r["workload"], r["config"], r["variant"])
-            c.runs[key] = r["results"]
             # Older files have no rounds: their runs are the rounds, failed ones left out.
-            c.rounds[key] = r.get("rounds", r["results"])
+            c.rounds[(r["workload"], r["config"], r["variant"])] = r.get("rounds", r["results"])
         for r in raw["errors"]:
             c.errors[(r["workload"], r["config"], r["variant"])] = r["error"]
         base = os.path.splitext(args.render)[0]
@@ -604,8 +602,8 @@ def main():
     elapsed = time.time() - start
     mach = machine()
     raw = {"machine": mach, "date": date, "elapsed_secs": elapsed,
-           "runs": [{"workload": k[0], "config": k[1], "variant": k[2], "results": v,
-                     "rounds": c.rounds.get(k, v)} for k, v in c.runs.items()],
+           "runs": [{"workload": k[0], "config": k[1], "variant": k[2], "results": c.runs(k),
+                     "rounds": v} for k, v in c.rounds.items()],
            "errors": [{"workload": k[0], "config": k[1], "variant": k[2], "error": v} for k, v in c.errors.items()],
            "callgrind": cg}
     with open(os.path.join(RESULTS, date + ".json"), "w") as f:
