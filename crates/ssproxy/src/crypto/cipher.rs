@@ -40,23 +40,9 @@ impl Aead {
 
     /// Encrypts `buf[start..]` in place and appends the tag.
     pub(crate) fn seal_tail(&self, nonce: &[u8], buf: &mut Vec<u8>, start: usize) {
-        let mut tag = [0u8; TAG_LEN];
-        match self {
-            Aead::Ring(key) => {
-                let nonce = Nonce::try_assume_unique_for_key(nonce).expect("12-byte nonce");
-                let t = key
-                    .seal_in_place_separate_tag(nonce, Aad::empty(), &mut buf[start..])
-                    .expect("chunk is far below the AEAD's maximum length");
-                tag.copy_from_slice(t.as_ref());
-            }
-            Aead::XChaCha(c) => {
-                let t = c
-                    .encrypt_in_place_detached(XNonce::from_slice(nonce), b"", &mut buf[start..])
-                    .expect("chunk is far below the AEAD's maximum length");
-                tag.copy_from_slice(&t);
-            }
-        }
-        buf.extend_from_slice(&tag);
+        let len = buf.len() - start;
+        buf.resize(buf.len() + TAG_LEN, 0);
+        self.seal_in(nonce, &mut buf[start..], len);
     }
 
     /// Encrypts `buf[..len]` in place and writes the tag into `buf[len..len + TAG_LEN]`, for
