@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::poll::tests::{high_fd, interrupted, lock_fd_numbers, low_fd_numbers, poll_sorted};
 use super::{Backend, Poller, PollerError};
-use crate::events::{POLL_IN, POLL_NULL, POLL_OUT};
+use crate::events::{POLL_ERR, POLL_IN, POLL_NULL, POLL_OUT};
 
 const LONG: Option<Duration> = Some(Duration::from_secs(5));
 
@@ -106,12 +106,14 @@ pub(super) fn register_closed_fd_is_invalid_input_ebadf(backend: Backend) {
     poller.register(fd, POLL_IN).unwrap();
 }
 
+/// Both conditions come in one entry; `POLL_ERR` in the mode reports nothing while
+/// there is no error (select's exceptional set included).
 pub(super) fn in_and_out_are_merged_into_one_entry(backend: Backend) {
     let _fds = low_fd_numbers();
     let (a, mut b) = UnixStream::pair().unwrap();
     b.write_all(b"x").unwrap();
     let mut poller = open(backend);
-    poller.register(a.as_raw_fd(), POLL_IN | POLL_OUT).unwrap();
+    poller.register(a.as_raw_fd(), POLL_IN | POLL_OUT | POLL_ERR).unwrap();
     assert_eq!(
         poll_sorted(poller.as_mut(), LONG),
         [(a.as_raw_fd(), POLL_IN | POLL_OUT)]
