@@ -114,9 +114,7 @@ impl<T> SlabSlot for Slot<T> {
     }
 
     fn link_free(&mut self, next: u32) {
-        if self.is_vacant() {
-            self.seq = next;
-        }
+        self.seq = next;
     }
 }
 
