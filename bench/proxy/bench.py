@@ -502,17 +502,21 @@ def versions():
     return v
 
 
+def measurements(raw, config, method, impl):
+    """One implementation's measurements of `method` in `config`. libev is single-threaded
+    and has no default runs of its own: its single ones stand for both."""
+    rows = [r for r in raw if r["method"] == method and r["impl"] == impl and r["config"] == config]
+    if not rows and impl == "libev":
+        rows = [r for r in raw if r["method"] == method and r["impl"] == impl and r["config"] == "single"]
+    return rows
+
+
 def table_rows(raw, config, methods, impls):
     """{(method, impl): {metric: summary}}"""
     out = {}
     for m in methods:
         for i in impls:
-            rows = [r for r in raw if r["method"] == m and r["impl"] == i and
-                    (r["config"] == config or (i == "libev" and config == "default"))]
-            if i == "libev" and config == "default" and not any(r["config"] == "default" for r in rows):
-                rows = [r for r in raw if r["method"] == m and r["impl"] == i and r["config"] == "single"]
-            elif i == "libev":
-                rows = [r for r in rows if r["config"] == config] or rows
+            rows = measurements(raw, config, m, i)
             if not rows:
                 continue
             out[(m, i)] = {k: summarize([r.get(k) for r in rows]) for k, *_ in METRICS}
@@ -613,11 +617,9 @@ def report(raw, meta, outdir, base, methods, impls, configs):
 def paired_ratios(raw, config, method, other, key):
     """ours/other of each run (one run measures every implementation in turn, so its
     figures are the closest in time): drift between runs cancels."""
-    def by_run(impl, cfg):
-        return {r["run"]: r[key] for r in raw
-                if r["method"] == method and r["impl"] == impl and r["config"] == cfg and r.get(key)}
-    ours = by_run("ours", config)
-    theirs = by_run(other, config) or (by_run(other, "single") if other == "libev" else {})
+    def by_run(impl):
+        return {r["run"]: r[key] for r in measurements(raw, config, method, impl) if r.get(key)}
+    ours, theirs = by_run("ours"), by_run(other)
     return [ours[run] / theirs[run] for run in sorted(ours) if run in theirs]
 
 
