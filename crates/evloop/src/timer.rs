@@ -236,12 +236,15 @@ impl<T> TimerQueue<T> {
     // Inlined, as `insert_at` and `cancel` are, into the caller (the loop's
     // `add_timer`): the call and the registers it saved were a tenth of the cost
     // of scheduling a timer, and a constant `interval` of `None` folds away.
-    #[inline]
+    // Always: with a plain `#[inline]`, a caller that schedules timers in two
+    // places got out-of-line calls instead, 28 more instructions a timer and 14 %
+    // slower over 100 000 schedule+cancel (W5, by hand).
+    #[inline(always)]
     pub fn insert_after(&mut self, delay: Duration, interval: Option<Duration>, value: T) -> TimerId {
         self.insert_at(monotonic_ns().saturating_add(nanos(delay)), interval, value)
     }
 
-    #[inline]
+    #[inline(always)]
     fn insert_at(&mut self, when: u64, interval: Option<Duration>, value: T) -> TimerId {
         if self.tombstones > COMPACT_FLOOR {
             self.compact_if_mostly_tombstones();
@@ -328,7 +331,7 @@ impl<T> TimerQueue<T> {
     /// Cancel a timer: true if it was scheduled. A pending timer's value is
     /// dropped; a timer firing right now will not repeat (its value is with the
     /// caller of `pop_expired`). Unknown and stale ids return false.
-    #[inline] // see `insert_after`
+    #[inline(always)] // see `insert_after`
     pub fn cancel(&mut self, id: TimerId) -> bool {
         // A vacant slot's generation moved on when it was freed, so a matching
         // generation means pending or firing.
