@@ -85,9 +85,9 @@ const FIRING: u32 = NO_FREE - 1;
 ///
 /// What cancelling a timer needs, and only that, is here: it touches one slot
 /// chosen at random among many, and the fewer bytes the slots take, the more of
-/// them stay in the cache. The deadline lives in the timer's heap entry, and a
-/// repeating timer's interval in [`TimerQueue::repeating`], so that one-shot
-/// timers, by far the most, do not carry it.
+/// them stay in the cache. The deadline lives in the timer's heap entry (and a
+/// repeating timer's interval and deadline in [`TimerQueue::repeating`]), so that
+/// one-shot timers, by far the most, carry nothing more.
 struct Slot<T> {
     /// Bumped when the slot is freed: ids issued for it go stale, and a vacant
     /// slot's generation was never issued, so a matching id means pending or firing.
@@ -249,8 +249,7 @@ impl<T> TimerQueue<T> {
         if self.tombstones > COMPACT_FLOOR {
             self.compact_if_mostly_tombstones();
         }
-        let seq = self.next_seq;
-        self.next_seq = seq.wrapping_add(1);
+        let seq = self.take_seq();
         // NO_FREE is past the end of any slab (indices stay below it), so one
         // lookup both tests the free list and finds its head.
         let (index, generation) = match self.slots.get_mut(self.free_head as usize) {
@@ -282,6 +281,42 @@ impl<T> TimerQueue<T> {
         self.live += 1;
         self.heap.push(Reverse(HeapEntry { when, seq, index }));
         TimerId { index, generation }
+    }
+
+    /// The `seq` of the next heap entry. The counter never wraps: were it to, a
+    /// tombstone still in the heap could share its slot's `seq` with a later timer
+    /// there and be taken for it (firing it early), and ties would fire out of
+    /// scheduling order. So on its last value the heap is renumbered first.
+    #[inline(always)]
+    fn take_seq(&mut self) -> u32 {
+        if self.next_seq == u32::MAX {
+            self.renumber();
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// Drop the heap's tombstones and number the live entries again from 0, in
+    /// the order they will fire. Once per 2^32 schedulings and re-arms: O(n log n).
+    #[cold]
+    #[inline(never)]
+    fn renumber(&mut self) {
+        let slots = &mut self.slots;
+        let mut live: Vec<HeapEntry> = std::mem::take(&mut self.heap)
+            .into_iter()
+            .map(|Reverse(entry)| entry)
+            .filter(|entry| is_live(slots, entry))
+            .collect();
+        live.sort_unstable();
+        for (seq, entry) in live.iter_mut().enumerate() {
+            // Fewer live entries than slots, and slot indices stay below FIRING.
+            entry.seq = seq as u32;
+            slots[entry.index as usize].seq = entry.seq;
+        }
+        self.next_seq = live.len() as u32;
+        self.tombstones = 0;
+        self.heap = live.into_iter().map(Reverse).collect();
     }
 
     // Out of line, with `forget_interval`: one-shot timers, the most, go without
@@ -477,8 +512,10 @@ impl<T> TimerQueue<T> {
             next = now.saturating_add(repeat.interval);
         }
         repeat.deadline = next;
-        let seq = self.next_seq;
-        self.next_seq = seq.wrapping_add(1);
+        let seq = self.take_seq();
+        // Taken after `take_seq`, which may renumber the pending slots (not this
+        // firing one).
+        let slot = &mut self.slots[id.index as usize];
         slot.seq = seq;
         slot.value = Some(value);
         self.heap.push(Reverse(HeapEntry {
@@ -589,6 +626,43 @@ mod tests {
         assert_eq!(q.deadline(firing), None, "a firing one-shot timer has no next deadline");
         q.finish(firing, v, t0 + ms(30));
         assert_eq!(q.deadline(new), None);
+    }
+
+    #[test]
+    fn a_tombstone_outliving_the_seq_counter_is_not_taken_for_its_slots_next_timer() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut q = TimerQueue::new();
+        // As if 2^32 - 1 timers had been scheduled before this one.
+        q.next_seq = u32::MAX - 1;
+        let old = q.insert(t0 + ms(10), None, 1);
+        assert!(q.cancel(old));
+        // Same slot, next seq: were the counter to wrap, the tombstone's (index,
+        // seq) would come round to a later timer in this slot.
+        let new = q.insert(t0 + ms(30), None, 2);
+        assert_eq!(new.index, old.index);
+        assert_eq!(q.heap.len(), 1, "the tombstone was dropped when the counter ran out");
+        assert_eq!(q.deadline(new), Some(t0 + ms(30)));
+        assert!(fire_all(&mut q, t0 + ms(10)).is_empty(), "fired 20 ms early");
+        assert_eq!(fire_all(&mut q, t0 + ms(30)), [2]);
+    }
+
+    #[test]
+    fn ties_fire_in_scheduling_order_across_a_renumbering() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut q = TimerQueue::new();
+        q.next_seq = u32::MAX - 3;
+        q.insert(t0 + ms(20), None, 1);
+        let gone = q.insert(t0 + ms(5), None, 0);
+        let repeating = q.insert(t0 + ms(20), Some(ms(20)), 2);
+        q.cancel(gone);
+        // The counter's last value: renumbered before it is handed out.
+        q.insert(t0 + ms(20), None, 3);
+        assert_eq!(q.next_seq, 3);
+        q.insert(t0 + ms(10), None, 4);
+        assert_eq!(fire_all(&mut q, t0 + ms(20)), [4, 1, 2, 3]);
+        assert_eq!(q.deadline(repeating), Some(t0 + ms(40)));
     }
 
     #[test]
