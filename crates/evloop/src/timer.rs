@@ -18,7 +18,7 @@
 //! [`TimerQueue::deadline`] O(1) for one-shot timers (it searches the heap instead):
 //! the 8 bytes it cost were a sixth of the memory a timer takes, and with the page
 //! faults and cache misses they brought, scheduling and cancelling 100 000 timers
-//! took 13 % longer (`bench/`, W5 schedule+cancel). Programs schedule and cancel a
+//! took 14 % longer (`bench/`, W5 schedule+cancel). Programs schedule and cancel a
 //! timeout per request; asking a timer for its deadline is rare, and its owner,
 //! which chose the delay, can keep it if it needs it often.
 
