@@ -146,16 +146,16 @@ def hwm_kib(pid):
 CLK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_times(pid):
-    """(utime, stime) of the whole process (all threads), seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) / CLK, int(fields[12]) / CLK
-
-
-def cpu_secs(pid):
-    """utime + stime of the whole process (all threads), seconds."""
-    return sum(cpu_times(pid))
+def cpu_times(*pids):
+    """(user, user + system) CPU seconds of these processes together (all their threads),
+    from one reading of each /proc/<pid>/stat."""
+    user = system = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / CLK, (user + system) / CLK
 
 
 def kv(line):
@@ -287,37 +287,36 @@ def measure(impl, method, single, opt, ports, logdir):
             time.sleep(1.0)  # let the proxies tear the connections down
 
         # 2. Bulk throughput and CPU per GiB.
-        cpu0 = cpu_secs(server.pid) + cpu_secs(local.pid)
+        _, cpu0 = cpu_times(server.pid, local.pid)
         b = run_load(["bulk", "--socks", socks, "--target", target, "--bytes", str(opt.bulk_bytes),
                       "--timeout", "240"], single, 300)
-        cpu1 = cpu_secs(server.pid) + cpu_secs(local.pid)
+        _, cpu1 = cpu_times(server.pid, local.pid)
         res["bulk_mbps"] = b["mbps"]
         res["cpu_s_per_gib"] = (cpu1 - cpu0) / (opt.bulk_bytes / 2**30)
         if cpu1 > cpu0:
             res["mb_per_cpu_s"] = opt.bulk_bytes / 1e6 / (cpu1 - cpu0)
 
         # 3. Request rate: 100 connections, small request/response.
-        cpu0 = cpu_secs(server.pid) + cpu_secs(local.pid)
-        user0 = cpu_times(server.pid)[0] + cpu_times(local.pid)[0]
+        user0, cpu0 = cpu_times(server.pid, local.pid)
         r = run_load(["rr", "--socks", socks, "--target", target, "--conns", str(opt.rr_conns), "--size",
                       str(opt.rr_size), "--secs", str(opt.rr_secs), "--setup-timeout", "60"], single,
                      opt.rr_secs + 90)
         res["rr_rps"], res["rr_p50_us"], res["rr_p99_us"] = r["rps"], r["p50_us"], r["p99_us"]
         res["rr_errors"] = r["errors"]
         if r["reqs"]:
-            res["rr_cpu_us_per_req"] = (cpu_secs(server.pid) + cpu_secs(local.pid) - cpu0) / r["reqs"] * 1e6
+            user1, cpu1 = cpu_times(server.pid, local.pid)
+            res["rr_cpu_us_per_req"] = (cpu1 - cpu0) / r["reqs"] * 1e6
             # The rest is the kernel's: what no user-space change can take away.
-            user1 = cpu_times(server.pid)[0] + cpu_times(local.pid)[0]
             res["rr_user_us_per_req"] = (user1 - user0) / r["reqs"] * 1e6
 
         # 4. Connection rate: connect, SOCKS5, one exchange, close.
-        cpu0 = cpu_secs(server.pid) + cpu_secs(local.pid)
+        _, cpu0 = cpu_times(server.pid, local.pid)
         c = run_load(["connrate", "--socks", socks, "--target", target, "--concurrency", str(opt.cr_concurrency),
                       "--size", str(opt.rr_size), "--secs", str(opt.cr_secs)], single, opt.cr_secs + 60)
         res["cr_cps"], res["cr_p50_us"], res["cr_p99_us"] = c["cps"], c["p50_us"], c["p99_us"]
         res["cr_errors"] = c["errors"]
         if c["conns"]:
-            res["cr_cpu_us_per_conn"] = (cpu_secs(server.pid) + cpu_secs(local.pid) - cpu0) / c["conns"] * 1e6
+            res["cr_cpu_us_per_conn"] = (cpu_times(server.pid, local.pid)[1] - cpu0) / c["conns"] * 1e6
         res["hwm_server_kib"], res["hwm_local_kib"] = hwm_kib(server.pid), hwm_kib(local.pid)
     except Exception as e:  # keep going: one failure must not lose the whole run
         log(f"  !! {tag}: {e}")
