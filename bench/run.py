@@ -83,7 +83,7 @@ class Collector(object):
         self.rounds = {}
         self.errors = {}
 
-    def add(self, key, result, field="per_sec"):
+    def add(self, key, result):
         if "error" in result:
             self.errors[key] = result["error"]
             result = None
