@@ -191,7 +191,7 @@ pub(super) fn signal_during_wait_is_interrupted(backend: Backend) {
 /// One module per backend of this platform, each running every case.
 macro_rules! contract_cases {
     ($($case:ident),* $(,)?) => {
-        contract_cases!(@backend #[cfg(any(target_os = "linux", target_os = "android"))] epoll, Epoll, $($case),*);
+        contract_cases!(@backend #[cfg(epoll)] epoll, Epoll, $($case),*);
         contract_cases!(@backend #[cfg(kqueue)] kqueue, Kqueue, $($case),*);
         contract_cases!(@backend #[cfg(all())] poll, Poll, $($case),*);
         contract_cases!(@backend #[cfg(all())] select, Select, $($case),*);

@@ -41,7 +41,7 @@ use std::time::Duration;
 use crate::event_loop::Token;
 use crate::events::Events;
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(epoll)]
 pub mod epoll;
 #[cfg(kqueue)]
 pub mod kqueue;
@@ -106,7 +106,7 @@ impl Backend {
     /// Whether this backend exists on the platform the crate was built for.
     pub const fn is_available(self) -> bool {
         match self {
-            Backend::Epoll => cfg!(any(target_os = "linux", target_os = "android")),
+            Backend::Epoll => cfg!(epoll),
             Backend::Kqueue => cfg!(kqueue),
             Backend::Poll | Backend::Select => true,
         }
@@ -141,7 +141,7 @@ impl Backend {
     /// Open a poller of this kind.
     pub fn open(self) -> io::Result<Box<dyn Poller>> {
         match self {
-            #[cfg(any(target_os = "linux", target_os = "android"))]
+            #[cfg(epoll)]
             Backend::Epoll => Ok(Box::new(epoll::Epoll::new()?)),
             #[cfg(kqueue)]
             Backend::Kqueue => Ok(Box::new(kqueue::Kqueue::new()?)),
@@ -194,10 +194,10 @@ pub(crate) struct LoopPoller {
 
 /// One event of a batch: epoll's own record where there is epoll, so that the
 /// kernel fills the batch directly.
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(epoll)]
 pub(crate) type RawEvent = libc::epoll_event;
 
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(not(epoll))]
 #[derive(Clone, Copy)]
 pub(crate) struct RawEvent {
     events: u32,
@@ -206,11 +206,11 @@ pub(crate) struct RawEvent {
 
 /// How many events one wait of the loop dispatches at most (epoll); the rest wait
 /// for the next round.
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(epoll)]
 const LOOP_BATCH: usize = 1024;
 
 enum Inner {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(epoll)]
     Epoll(epoll::Epoll),
     Other(Box<dyn Poller>),
 }
@@ -218,7 +218,7 @@ enum Inner {
 impl LoopPoller {
     pub(crate) fn open(backend: Backend) -> io::Result<LoopPoller> {
         let (inner, batch) = match backend {
-            #[cfg(any(target_os = "linux", target_os = "android"))]
+            #[cfg(epoll)]
             Backend::Epoll => (
                 Inner::Epoll(epoll::Epoll::new()?),
                 vec![RawEvent { events: 0, u64: 0 }; LOOP_BATCH],
@@ -233,21 +233,21 @@ impl LoopPoller {
     }
 
     // Only epoll uses the token; elsewhere the fd is the key.
-    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(unused_variables))]
+    #[cfg_attr(not(epoll), allow(unused_variables))]
     #[inline]
     pub(crate) fn register(&mut self, fd: RawFd, mode: Events, token: Token) -> io::Result<()> {
         match &mut self.inner {
-            #[cfg(any(target_os = "linux", target_os = "android"))]
+            #[cfg(epoll)]
             Inner::Epoll(e) => e.register_with_key(fd, mode, token.as_u64()),
             Inner::Other(p) => p.register(fd, mode),
         }
     }
 
-    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(unused_variables))]
+    #[cfg_attr(not(epoll), allow(unused_variables))]
     #[inline]
     pub(crate) fn modify(&mut self, fd: RawFd, mode: Events, token: Token) -> io::Result<()> {
         match &mut self.inner {
-            #[cfg(any(target_os = "linux", target_os = "android"))]
+            #[cfg(epoll)]
             Inner::Epoll(e) => e.modify_with_key(fd, mode, token.as_u64()),
             Inner::Other(p) => p.modify(fd, mode),
         }
@@ -256,7 +256,7 @@ impl LoopPoller {
     #[inline]
     pub(crate) fn unregister(&mut self, fd: RawFd) -> io::Result<()> {
         match &mut self.inner {
-            #[cfg(any(target_os = "linux", target_os = "android"))]
+            #[cfg(epoll)]
             Inner::Epoll(e) => e.unregister(fd),
             Inner::Other(p) => p.unregister(fd),
         }
@@ -267,7 +267,7 @@ impl LoopPoller {
     #[inline(always)]
     pub(crate) fn wait(&mut self, timeout: Option<Duration>, owners: &[Token]) -> io::Result<usize> {
         match &mut self.inner {
-            #[cfg(any(target_os = "linux", target_os = "android"))]
+            #[cfg(epoll)]
             Inner::Epoll(e) => e.wait_into(timeout, &mut self.batch),
             Inner::Other(_) => self.wait_other(timeout, owners),
         }
