@@ -26,9 +26,12 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 TOOLS = os.path.join(HERE, "target", "release")
 OURS = os.path.join(ROOT, "target", "release")
 RUST = os.path.join(HERE, ".cargo-root", "bin")
+# "base": ours at another commit (--base-dir names its release build), measured in the
+# same run as "ours" so that a change's before/after ratio is paired like the others.
+BASE = None
 
 METHODS = ["aes-128-gcm", "aes-256-gcm", "chacha20-ietf-poly1305", "2022-blake3-aes-128-gcm"]
-IMPLS = ["ours", "libev", "rust"]
+IMPLS = ["ours", "base", "libev", "rust"]
 # A fixed key for the 2022 method: base64 of 16 bytes (not a secret; loopback only).
 KEY_2022 = "YmVuY2htYXJrLWtleS0xNg=="  # b"benchmark-key-16"
 PASSWORD = "bench-password"
@@ -50,10 +53,15 @@ def password(method):
     return KEY_2022 if method.startswith("2022-") else PASSWORD
 
 
+def ours_dir(impl):
+    """Where the binaries of ours ("ours") or of the baseline commit ("base") are."""
+    return BASE if impl == "base" else OURS
+
+
 def server_cmd(impl, method, port, single):
     k = password(method)
-    if impl == "ours":
-        c = [os.path.join(OURS, "ssserver"), "-s", "127.0.0.1", "-p", str(port), "-k", k, "-m", method,
+    if impl in ("ours", "base"):
+        c = [os.path.join(ours_dir(impl), "ssserver"), "-s", "127.0.0.1", "-p", str(port), "-k", k, "-m", method,
              "--forbidden-ip", ""]
         return c + (["--workers", "1"] if single else [])
     if impl == "libev":
@@ -65,8 +73,8 @@ def server_cmd(impl, method, port, single):
 
 def local_cmd(impl, method, sport, lport, single):
     k = password(method)
-    if impl == "ours":
-        c = [os.path.join(OURS, "sslocal"), "-s", "127.0.0.1", "-p", str(sport), "-k", k, "-m", method,
+    if impl in ("ours", "base"):
+        c = [os.path.join(ours_dir(impl), "sslocal"), "-s", "127.0.0.1", "-p", str(sport), "-k", k, "-m", method,
              "-b", "127.0.0.1", "-l", str(lport)]
         return c + (["--workers", "1"] if single else [])
     if impl == "libev":
@@ -381,6 +389,9 @@ def main():
     ap.add_argument("--cr-secs", type=float, default=4.0)
     ap.add_argument("--cr-concurrency", type=int, default=32)
     ap.add_argument("--idle-conns", type=int, default=0, help="0: 10000, shared out over as many server+local pairs as RLIMIT_NOFILE needs")
+    ap.add_argument("--base-dir", metavar="DIR",
+                    help="a release build of ours at another commit (its target/release): measured as 'base' "
+                         "in the same run, and the report gives ours/base")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--report-only", metavar="JSON", help="rewrite the .md and .png of an earlier run's .json")
     opt = ap.parse_args()
@@ -419,6 +430,15 @@ def main():
         opt.idle_conns = min(opt.idle_conns, 2000)
     methods = opt.methods.split(",")
     impls = opt.impls.split(",")
+    global BASE
+    if opt.base_dir:
+        BASE = os.path.abspath(opt.base_dir)
+        if not os.path.exists(os.path.join(BASE, "ssserver")):
+            sys.exit(f"--base-dir {BASE}: no ssserver there (build it with cargo build --release -p ssproxy)")
+        if "base" not in impls:
+            impls.insert(impls.index("ours") + 1 if "ours" in impls else 0, "base")
+    elif "base" in impls:
+        impls.remove("base")
     configs = [c == "single" for c in opt.configs.split(",")]
     if not os.path.exists(os.path.join(RUST, "ssserver")) and "rust" in impls:
         log("shadowsocks-rust not built: skipping it")
@@ -474,7 +494,7 @@ def main():
         "cr_secs": opt.cr_secs, "cr_concurrency": opt.cr_concurrency, "idle_conns": opt.idle_conns,
         "idle_per_pair": opt.idle_per_pair,
         "nofile_hard": hard, "cpus": os.cpu_count(), "kernel": platform.release(),
-        "cpu_model": cpu_model(), "versions": versions(),
+        "cpu_model": cpu_model(), "versions": versions(BASE),
     }
     base = f"{stamp}{'-quick' if opt.quick else ''}"
     with open(os.path.join(opt.out, base + ".json"), "w") as f:
@@ -494,13 +514,17 @@ def cpu_model():
     return "?"
 
 
-def versions():
+def versions(base_dir=None):
     v = {}
-    try:
-        v["ours"] = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                   text=True).stdout.strip() or "?"
-    except OSError:
-        v["ours"] = "?"
+    trees = {"ours": ROOT}
+    if base_dir:  # DIR is <checkout>/target/release
+        trees["base"] = os.path.dirname(os.path.dirname(base_dir))
+    for name, tree in trees.items():
+        try:
+            v[name] = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                     text=True).stdout.strip() or "?"
+        except OSError:
+            v[name] = "?"
     for name, cmd in (("rust", [os.path.join(RUST, "ssserver"), "--version"]), ("libev", ["ss-server", "-h"])):
         try:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=5)
@@ -538,7 +562,9 @@ def report(raw, meta, outdir, base, methods, impls, configs):
     w(f"# Proxy benchmark, {meta['date']}{' (quick mode)' if meta['quick'] else ''}")
     w("")
     w(f"Machine: {meta['cpus']} CPUs ({meta['cpu_model']}), Linux {meta['kernel']}, shared VM. "
-      f"Versions: ours `{meta['versions'].get('ours')}`, shadowsocks-rust `{meta['versions'].get('rust')}`, "
+      f"Versions: ours `{meta['versions'].get('ours')}`"
+      f"{', base `' + meta['versions']['base'] + '`' if 'base' in meta['versions'] else ''}, "
+      f"shadowsocks-rust `{meta['versions'].get('rust')}`, "
       f"libev `{meta['versions'].get('libev')}`.")
     w("")
     loads = [r["loadavg1"] for r in raw if r.get("loadavg1") is not None]
@@ -581,9 +607,10 @@ def report(raw, meta, outdir, base, methods, impls, configs):
             w(f"### {label} ({unit}, {'higher' if hib else 'lower'} is better)")
             w("")
             hdr = "| method | " + " | ".join(f"{i} | spread" for i in impls)
-            hdr += " | ours/libev | ours/rust |" if "ours" in impls else " |"
+            others = [o for o in ("base", "libev", "rust") if o in impls] if "ours" in impls else []
+            hdr += "".join(f" | ours/{o}" for o in others) + " |"
             w(hdr)
-            w("|" + "---|" * (1 + 2 * len(impls) + (2 if "ours" in impls else 0)))
+            w("|" + "---|" * (1 + 2 * len(impls) + len(others)))
             for m in methods:
                 cells = [m]
                 meds = {}
@@ -594,14 +621,18 @@ def report(raw, meta, outdir, base, methods, impls, configs):
                     else:
                         meds[i] = s["median"]
                         cells += [fmt(s["median"]), f"{s['spread_pct']:.0f}%"]
-                if "ours" in impls:
-                    for other in ("libev", "rust"):
-                        if "ours" in meds and meds.get(other):
-                            cells.append(f"{meds['ours'] / meds[other]:.2f}x")
-                        else:
-                            cells.append("—")
+                for other in others:
+                    if "ours" in meds and meds.get(other):
+                        cells.append(f"{meds['ours'] / meds[other]:.2f}x")
+                    else:
+                        cells.append("—")
                 w("| " + " | ".join(cells) + " |")
             w("")
+    if "base" in impls and "ours" in impls:
+        w("## This change: ours against base")
+        w("")
+        w(change_check(raw, methods, configs))
+        w("")
     w("## Targets")
     w("")
     w(target_check(raw, methods, impls, configs))
@@ -672,6 +703,31 @@ def target_check(raw, methods, impls, configs):
     return "\n".join(out)
 
 
+def change_check(raw, methods, configs):
+    """ours/base for the figures a change must not worsen, as ratio of medians and paired."""
+    keys = [("bulk_mbps", "throughput"), ("rr_rps", "req/s"), ("rr_user_us_per_req", "user CPU/req"),
+            ("cr_cps", "conn/s"), ("mem_b_per_conn", "mem/conn")]
+    out = ["ours/base: the ratio of the medians, then *paired* (the median of the per-run ratios). "
+           "Above 1 is more for ours (better for the first, second and fourth, worse for the others).", "",
+           "| config | method | " + " | ".join(label for _, label in keys) + " |",
+           "|---|---|" + "---|" * len(keys)]
+    for config in configs:
+        rows = table_rows(raw, config, methods, ["ours", "base"])
+        for m in methods:
+            cells = []
+            for key, _ in keys:
+                o = rows.get((m, "ours"), {}).get(key)
+                b = rows.get((m, "base"), {}).get(key)
+                if not o or not b or not b["median"]:
+                    cells.append("—")
+                    continue
+                p = paired_ratios(raw, config, m, "base", key)
+                paired = f" (paired {statistics.median(p):.2f}x)" if p else ""
+                cells.append(f"{o['median'] / b['median']:.2f}x{paired}")
+            out.append(f"| {config} | {m} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def chart(raw, outdir, base, methods, impls, configs):
     import matplotlib
     matplotlib.use("Agg")
@@ -679,7 +735,7 @@ def chart(raw, outdir, base, methods, impls, configs):
     panels = [("bulk_mbps", "bulk MB/s ↑"), ("rr_rps", "requests/s ↑"), ("rr_p99_us", "request p99 µs ↓"),
               ("cr_cps", "connections/s ↑"), ("mem_b_per_conn", "bytes per idle conn ↓"),
               ("cpu_s_per_gib", "CPU s per GiB ↓")]
-    colors = {"ours": "#d62728", "libev": "#1f77b4", "rust": "#ff7f0e"}
+    colors = {"ours": "#d62728", "base": "#9467bd", "libev": "#1f77b4", "rust": "#ff7f0e"}
     fig, axes = plt.subplots(len(configs), len(panels), figsize=(4.2 * len(panels), 4.0 * len(configs)),
                              squeeze=False)
     short = {m: m.replace("chacha20-ietf-poly1305", "chacha20").replace("2022-blake3-aes-128-gcm", "2022-aes128")
