@@ -12,6 +12,7 @@ use crate::config::{Config, Host, Role as ConfigRole};
 use crate::crypto::{Key, Method, PingPongBloom, SaltPool};
 use crate::dns::ResolverConfig;
 use crate::protocol::Address;
+use crate::relay::udp::UdpShared;
 use crate::relay::worker::{self, Command, DEFAULT_GRACE, Listen, WorkerHandle};
 use crate::relay::{Role, Shared};
 
@@ -122,6 +123,7 @@ pub fn run(config: Config) -> io::Result<()> {
         replay: Mutex::new(replay),
         salt_pool: Mutex::new(SaltPool::default()),
         udp: config.mode.udp_enabled(),
+        udp_shared: UdpShared::new(config.udp_max_associations),
         tcp: config.mode.tcp_enabled(),
         grace: DEFAULT_GRACE,
     });

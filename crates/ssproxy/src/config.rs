@@ -577,6 +577,16 @@ fn tunnel_from_text(s: &str) -> Result<Address, ConfigError> {
         .map_err(|e| invalid("tunnel_address", e.to_string()))
 }
 
+fn udp_max_associations_from_text(s: &str) -> Result<usize, ConfigError> {
+    let n = count_from_text(
+        "udp_max_associations",
+        s,
+        "a number of associations",
+        MAX_UDP_ASSOCIATIONS,
+    )?;
+    Ok(n as usize)
+}
+
 fn mode_from_text(s: &str) -> Result<Mode, ConfigError> {
     s.parse().map_err(|e| invalid("mode", e))
 }
@@ -651,6 +661,7 @@ struct RawConfig {
     forbidden_ip: Option<Value>,
     workers: Option<Value>,
     tunnel_address: Option<Value>,
+    udp_max_associations: Option<Value>,
     plugin: Option<Value>,
     #[serde(flatten)]
     other: BTreeMap<String, Value>,
@@ -672,6 +683,7 @@ struct Layer {
     forbidden_ip: Option<IpSet>,
     workers: Option<usize>,
     tunnel_address: Option<Address>,
+    udp_max_associations: Option<usize>,
 }
 
 impl Layer {
@@ -693,7 +705,8 @@ impl Layer {
             nameservers,
             forbidden_ip,
             workers,
-            tunnel_address
+            tunnel_address,
+            udp_max_associations
         );
     }
 }
@@ -702,6 +715,8 @@ impl Layer {
 const MAX_TIMEOUT: u64 = 7 * 24 * 3600;
 /// Most worker threads accepted.
 const MAX_WORKERS: u64 = 1024;
+/// Most UDP associations per worker accepted (each holds a socket).
+const MAX_UDP_ASSOCIATIONS: u64 = 1 << 20;
 
 /// Replaces `//` and `/* */` comments outside strings with spaces, keeping newlines, so that
 /// serde_json's line/column positions still point into the original text.
@@ -840,6 +855,10 @@ fn file_layer(text: &str, role: Role, warnings: &mut Vec<String>) -> Result<Laye
             warnings.push("config: \"tunnel_address\" is only used by sslocal; ignored".to_owned());
         }
     }
+    if let Some(v) = &raw.udp_max_associations {
+        let t = json_number_text("udp_max_associations", v, "a number of associations")?;
+        l.udp_max_associations = Some(udp_max_associations_from_text(&t)?);
+    }
     Ok(l)
 }
 
@@ -901,6 +920,9 @@ fn flag_layer(args: &CommonArgs, tunnel: Option<&str>, warnings: &mut Vec<String
     }
     if let Some(t) = tunnel {
         l.tunnel_address = Some(tunnel_from_text(t)?);
+    }
+    if let Some(n) = &args.udp_max_associations {
+        l.udp_max_associations = Some(udp_max_associations_from_text(n)?);
     }
     if args.plugin.is_some() {
         warnings.push("config: --plugin ignored: plugins are not supported".to_owned());
@@ -966,6 +988,9 @@ pub struct CommonArgs {
     /// Number of worker threads.
     #[arg(long = "workers", value_name = "N")]
     pub workers: Option<String>,
+    /// UDP associations each worker keeps at most; beyond it the least recently active goes.
+    #[arg(long = "udp-max-associations", value_name = "N")]
+    pub udp_max_associations: Option<String>,
     /// The server as an SIP002 URL (ss://...); individual flags override its parts.
     #[arg(long = "server-url", value_name = "URL")]
     pub server_url: Option<String>,
@@ -993,6 +1018,7 @@ impl fmt::Debug for CommonArgs {
             .field("nameserver", &self.nameserver)
             .field("forbidden_ip", &self.forbidden_ip)
             .field("workers", &self.workers)
+            .field("udp_max_associations", &self.udp_max_associations)
             .field("server_url", &self.server_url.as_ref().map(|_| Redacted))
             .field("plugin", &self.plugin)
             .finish()
@@ -1056,6 +1082,8 @@ impl ProgramArgs for LocalArgs {
 
 /// Default `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default `udp_max_associations` (per worker).
+pub const DEFAULT_UDP_MAX_ASSOCIATIONS: usize = 16_384;
 
 /// The validated configuration.
 #[derive(Clone, PartialEq, Eq)]
@@ -1090,6 +1118,8 @@ pub struct Config {
     pub workers: Option<usize>,
     /// sslocal tunnel mode: the fixed target. `None` = SOCKS5 mode.
     pub tunnel_address: Option<Address>,
+    /// UDP associations per worker at most ([`DEFAULT_UDP_MAX_ASSOCIATIONS`] unless given).
+    pub udp_max_associations: usize,
     /// `-v` count.
     pub verbose: u8,
     /// Non-fatal findings (unknown keys, ignored options) for the caller to log.
@@ -1121,6 +1151,7 @@ impl fmt::Debug for Config {
             .field("forbidden_ip", &self.forbidden_ip)
             .field("workers", &self.workers)
             .field("tunnel_address", &self.tunnel_address)
+            .field("udp_max_associations", &self.udp_max_associations)
             .field("verbose", &self.verbose)
             .field("warnings", &self.warnings)
             .finish()
@@ -1216,6 +1247,7 @@ impl Config {
             forbidden_ip: merged.forbidden_ip.unwrap_or_else(IpSet::default_forbidden),
             workers: merged.workers,
             tunnel_address: merged.tunnel_address,
+            udp_max_associations: merged.udp_max_associations.unwrap_or(DEFAULT_UDP_MAX_ASSOCIATIONS),
             verbose: args.verbose,
             warnings,
         })
@@ -2014,5 +2046,36 @@ mod tests {
     fn tunnel_on_server_warns() {
         let c = Config::from_json(Role::Server, &with("tunnel_address", "1.1.1.1:53".into())).unwrap();
         assert!(c.warnings.iter().any(|w| w.contains("tunnel_address")));
+    }
+
+    #[test]
+    fn udp_max_associations_key_and_flag() {
+        let c = Config::from_json(Role::Server, &Value::Object(base()).to_string()).unwrap();
+        assert_eq!(c.udp_max_associations, DEFAULT_UDP_MAX_ASSOCIATIONS);
+        let c = Config::from_json(Role::Server, &with("udp_max_associations", 512.into())).unwrap();
+        assert_eq!(c.udp_max_associations, 512);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(
+            err(Role::Server, &with("udp_max_associations", 0.into())),
+            r#"config: "udp_max_associations": 0 is not a number of associations (1-1048576)"#
+        );
+        let args = ServerArgs::try_parse_from(["ssserver", "-k", "pw", "-m", "aes-128-gcm", "-p", "8388"]).unwrap();
+        assert_eq!(
+            Config::load(&args).unwrap().udp_max_associations,
+            DEFAULT_UDP_MAX_ASSOCIATIONS
+        );
+        let args = ServerArgs::try_parse_from([
+            "ssserver",
+            "-k",
+            "pw",
+            "-m",
+            "aes-128-gcm",
+            "-p",
+            "8388",
+            "--udp-max-associations",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(Config::load(&args).unwrap().udp_max_associations, 3);
     }
 }

@@ -51,7 +51,7 @@ pub use key::Key;
 pub use method::Method;
 pub use replay::{PingPongBloom, ReplayWindow, SaltPool};
 pub use sip022::{RequestDecryptor, RequestEncryptor, ResponseDecryptor, ResponseEncryptor};
-pub use udp::{decrypt_packet, encrypt_packet, encrypt_packet_in_place};
+pub use udp::{decrypt_packet, encrypt_packet, encrypt_packet_in_place, encrypt_packet_recording};
 pub use udp2022::{UdpCipher, UdpEnvelope, UdpMessage, UdpReceiver, UdpSender};
 
 /// Length of every AEAD tag used by shadowsocks.

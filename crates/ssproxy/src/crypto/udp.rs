@@ -25,14 +25,44 @@ fn require_sip004(key: &Key) -> Result<(), Error> {
 /// Appends one encrypted packet (fresh random salt, then `plaintext` sealed) to `out`.
 /// Fails for SIP022 keys or if the RNG fails.
 pub fn encrypt_packet(key: &Key, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+    encrypt_packet_recording(key, plaintext, out, |_| true)
+}
+
+/// Salts drawn at most for one packet before [`encrypt_packet_recording`] gives up: a random
+/// salt the filter calls seen is a false positive (about one in a million), so several in a
+/// row mean the filter or the RNG is broken.
+const SALT_DRAWS: usize = 4;
+
+/// [`encrypt_packet`], offering each salt drawn to `record` first (a replay filter's
+/// check-and-insert): a salt it refuses is drawn again. A relay records its own salts so that
+/// a packet it sent, captured and sent back to it, is refused as a replay instead of being
+/// taken for a peer's (SIP004 reflection). Fails for SIP022 keys, if the RNG fails, or with
+/// [`Error::ReplayedSalt`] if `record` refuses every salt drawn.
+pub fn encrypt_packet_recording(
+    key: &Key,
+    plaintext: &[u8],
+    out: &mut Vec<u8>,
+    mut record: impl FnMut(&[u8]) -> bool,
+) -> Result<(), Error> {
     require_sip004(key)?;
     let salt_len = key.method().salt_len();
     let start = out.len();
     out.reserve(salt_len + plaintext.len() + TAG_LEN);
     out.resize(start + salt_len, 0);
-    if let Err(e) = fill_random(&mut out[start..]) {
+    let mut fresh = false;
+    for _ in 0..SALT_DRAWS {
+        if let Err(e) = fill_random(&mut out[start..]) {
+            out.truncate(start);
+            return Err(e);
+        }
+        if record(&out[start..]) {
+            fresh = true;
+            break;
+        }
+    }
+    if !fresh {
         out.truncate(start);
-        return Err(e);
+        return Err(Error::ReplayedSalt);
     }
     out.extend_from_slice(plaintext);
     seal_after_salt(key, out, start);
@@ -104,6 +134,31 @@ mod tests {
                 assert_eq!(plain, &msg[..], "{m} {size}");
             }
         }
+    }
+
+    #[test]
+    fn recording_offers_each_salt_and_draws_again_on_refusal() {
+        let key = Key::new(Method::Aes256Gcm, "pw").unwrap();
+        let mut offered: Vec<Vec<u8>> = Vec::new();
+        let mut out = Vec::new();
+        encrypt_packet_recording(&key, b"\x01\x7f\x00\x00\x01\x00\x35x", &mut out, |salt| {
+            offered.push(salt.to_vec());
+            offered.len() > 1 // the first salt is "seen before"
+        })
+        .unwrap();
+        assert_eq!(offered.len(), 2);
+        assert_ne!(offered[0], offered[1]);
+        assert_eq!(&out[..32], &offered[1][..], "the packet carries the salt recorded");
+        assert_eq!(
+            decrypt_packet(&key, &mut out).unwrap(),
+            b"\x01\x7f\x00\x00\x01\x00\x35x"
+        );
+        let mut out = vec![9];
+        assert_eq!(
+            encrypt_packet_recording(&key, b"x", &mut out, |_| false),
+            Err(Error::ReplayedSalt)
+        );
+        assert_eq!(out, [9], "nothing appended on failure");
     }
 
     #[test]

@@ -263,8 +263,21 @@ impl UdpReceiver {
     }
 
     /// Second step of receiving: authenticates the body (AES), checks session, type,
-    /// timestamp, echoed client session id, then the packet id against the replay window.
+    /// timestamp, echoed client session id, then the packet id against this receiver's replay
+    /// window.
     pub fn open<'a>(&mut self, envelope: UdpEnvelope<'a>) -> Result<UdpMessage<'a>, Error> {
+        let message = self.verify(envelope)?;
+        if !self.window.check_and_insert(message.packet_id) {
+            return Err(Error::ReplayedPacket(message.packet_id));
+        }
+        Ok(message)
+    }
+
+    /// [`UdpReceiver::open`] without the replay window: for a relay that keeps the session's
+    /// window elsewhere (shared by threads that each receive some of the session's packets).
+    /// The caller must check the message's `packet_id` against that window before acting on
+    /// it.
+    pub fn verify<'a>(&self, envelope: UdpEnvelope<'a>) -> Result<UdpMessage<'a>, Error> {
         if envelope.session_id != self.session_id {
             return Err(Error::SessionMismatch);
         }
@@ -323,9 +336,6 @@ impl UdpReceiver {
             .get(pos..)
             .ok_or(Error::BadHeader("padding extends beyond the packet"))?;
         let addr_len = socks_addr_len(rest).ok_or(Error::BadHeader("address"))?;
-        if !self.window.check_and_insert(packet_id) {
-            return Err(Error::ReplayedPacket(packet_id));
-        }
         Ok(UdpMessage {
             session_id,
             packet_id,
@@ -605,6 +615,23 @@ mod tests {
             let mut p = packets[2999 - 2047].clone();
             assert!(receive(&c, &mut rx, &mut p).is_ok());
         }
+    }
+
+    #[test]
+    fn verify_leaves_the_window_to_the_caller() {
+        let c = cipher(Method::Blake3Aes128Gcm);
+        let mut tx = UdpSender::client(&c).unwrap();
+        let mut rx = UdpReceiver::from_client(&c, tx.session_id());
+        let mut p = Vec::new();
+        tx.seal(TARGET, b"x", &mut p).unwrap();
+        for _ in 0..2 {
+            let mut copy = p.clone();
+            let msg = rx.verify(c.open(&mut copy).unwrap()).unwrap();
+            assert_eq!((msg.packet_id, msg.payload), (0, &b"x"[..]));
+        }
+        // open still refuses the duplicate: verify recorded nothing, open records once.
+        assert!(receive(&c, &mut rx, &mut p.clone()).is_ok());
+        assert_eq!(receive(&c, &mut rx, &mut p), Err(Error::ReplayedPacket(0)));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod buffer;
 pub mod codec;
+pub mod session_windows;
 pub mod tcp;
 pub mod udp;
 pub mod worker;
@@ -53,6 +54,8 @@ pub struct Shared {
     pub salt_pool: Mutex<SaltPool>,
     /// Accept UDP too.
     pub udp: bool,
+    /// The UDP relay's state shared by the workers (session windows, association holders).
+    pub udp_shared: udp::UdpShared,
     /// Accept TCP.
     pub tcp: bool,
     /// How long a graceful shutdown (SIGQUIT) waits for live connections.

@@ -29,6 +29,7 @@ use socket2::{Domain, Socket, Type};
 
 use super::buffer::{Pending, READ_LEN};
 use super::codec::{LocalCodec, ServerCodec};
+use super::udp::AssociateGrant;
 use super::worker::Worker;
 use super::{Role, SharedRef};
 use crate::crypto::ChunkSealer;
@@ -111,6 +112,8 @@ pub struct Conn {
     stage_started: Instant,
     timer: Option<TimerId>,
     query: Option<QueryId>,
+    /// Local: the UDP ASSOCIATE this control connection holds, given up when it closes.
+    udp_grant: Option<AssociateGrant>,
 }
 
 impl Conn {
@@ -239,6 +242,7 @@ fn open_conn(cx: &mut Ctx<'_, Worker>, stream: TcpStream, peer: SocketAddr) -> i
         stage_started: now,
         timer: None,
         query: None,
+        udp_grant: None,
     });
     log::debug!("tcp: {peer} connected ({})", id.key);
     arm_timer(cx.lp, cx.data, id, shared.idle_timeout);
@@ -630,6 +634,7 @@ fn parse_socks(cx: &mut Ctx<'_, Worker>, id: ConnId) -> io::Result<()> {
         }
         Command::UdpAssociate => {
             let bind = cx.data.udp_bind.map(Address::from);
+            let shared = cx.data.shared.clone();
             let Some(conn) = conn_mut(cx.data, id) else {
                 return Ok(());
             };
@@ -638,6 +643,7 @@ fn parse_socks(cx: &mut Ctx<'_, Worker>, id: ConnId) -> io::Result<()> {
                     conn.down
                         .append_with(|out| socks5::write_reply(Reply::Succeeded, &bind, out));
                     conn.set_stage(Stage::UdpAssociate);
+                    conn.udp_grant = Some(AssociateGrant::new(&shared, conn.peer.ip()));
                 }
                 None => {
                     conn.down.append_with(|out| {

@@ -4,20 +4,31 @@
 //! of its own, so that replies can be told apart and routed back. On the server
 //! a client is a shadowsocks peer and the outbound socket talks to destinations;
 //! on the local a client is a SOCKS5 application and the outbound socket talks
-//! to the ssserver. Associations idle for longer than the timeout are swept.
+//! to the ssserver (connected to it, so that nobody else can reach it).
+//! Associations idle for longer than the timeout are swept; when a worker holds
+//! its maximum, the least recently active one makes room for a new client.
 //!
 //! Bad datagrams (wrong key, replayed salt, malformed address, forbidden
-//! destination) are dropped and logged; nothing is sent back.
+//! destination) are dropped with a debug line each and counted for the worker's
+//! periodic summary; nothing is sent back.
+//!
+//! Replays and reflection: SIP004 salts we send enter the replay filter as
+//! well as those we receive, so that a packet of ours sent back to us is a
+//! replay. SIP022 packet ids are checked in one window per session: on the
+//! server in [`SessionWindows`], shared by the workers; on the local one per
+//! server session, so that two server sessions cannot replay each other.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::rc::Rc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use evloop::{Ctx, EventLoop, Events, POLL_IN, Token};
 use slab::Slab;
 
+use super::session_windows::{self, SessionWindows};
 use super::worker::Worker;
 use super::{Role, SharedRef};
 use crate::crypto::{self, UdpCipher, UdpReceiver, UdpSender};
@@ -31,8 +42,73 @@ const RECV_BATCH: usize = 64;
 const MAX_DATAGRAM: usize = 65_536;
 /// How often idle associations are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
-/// At most this many associations per worker; beyond it new clients are dropped.
-const MAX_ASSOCIATIONS: usize = 16_384;
+/// Local: server sessions (each with its replay window) kept per client session. One is the
+/// rule; a server restart or a client address change starts another.
+const MAX_SERVER_SESSIONS: usize = 8;
+
+/// UDP state shared by all workers of one program.
+pub struct UdpShared {
+    /// Associations per worker at most (`udp_max_associations`).
+    pub max_associations: usize,
+    /// Server, SIP022: the replay windows of client sessions.
+    pub sessions: SessionWindows,
+    /// Local: the client addresses holding a UDP ASSOCIATE, with how many each holds.
+    holders: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl UdpShared {
+    /// At most `max_associations` associations per worker.
+    pub fn new(max_associations: usize) -> UdpShared {
+        UdpShared {
+            max_associations,
+            // A window outlives its association (see `session_windows`): room for a few
+            // workers' worth of sessions.
+            sessions: SessionWindows::new(max_associations.saturating_mul(4)),
+            holders: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn holders(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.holders.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Local: whether `ip` holds a UDP ASSOCIATE (a live control connection). Only such a
+    /// client's datagrams are relayed, so that the UDP port is no open relay for anyone who
+    /// can reach it.
+    pub fn holds_association(&self, ip: IpAddr) -> bool {
+        self.holders().contains_key(&ip)
+    }
+}
+
+/// Local: a client's UDP ASSOCIATE, held by its control connection; the client's datagrams
+/// are refused once the last one it holds is dropped.
+pub struct AssociateGrant {
+    shared: SharedRef,
+    ip: IpAddr,
+}
+
+impl AssociateGrant {
+    /// Grants `ip` UDP relaying until the grant is dropped.
+    pub fn new(shared: &SharedRef, ip: IpAddr) -> AssociateGrant {
+        *shared.udp_shared.holders().entry(ip).or_insert(0) += 1;
+        AssociateGrant {
+            shared: SharedRef::clone(shared),
+            ip,
+        }
+    }
+}
+
+impl Drop for AssociateGrant {
+    fn drop(&mut self) {
+        let mut holders = self.shared.udp_shared.holders();
+        if let Some(count) = holders.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                holders.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// What an association is keyed by: the client's address, or (SIP022 server)
 /// the client's session id, so that a client whose address changes keeps it.
@@ -45,8 +121,15 @@ enum Peer {
 /// SIP022: one client session's sending and receiving state.
 struct Session2022 {
     sender: UdpSender,
-    /// Server: the client's session. Local: the server's, once it has answered.
-    receiver: Option<UdpReceiver>,
+    /// Server: the client's session (one; its replay window is in [`UdpShared::sessions`]).
+    /// Local: each server session that has answered, with its own replay window.
+    receivers: Vec<Receiver2022>,
+}
+
+/// A SIP022 session we receive from.
+struct Receiver2022 {
+    receiver: UdpReceiver,
+    last_accepted: Instant,
 }
 
 /// One client's association.
@@ -94,6 +177,7 @@ pub fn start_sweeper(lp: &mut EventLoop<Worker>, worker: &Worker) {
     lp.add_repeating_timer(SWEEP_EVERY, |cx| {
         let timeout = cx.data.shared.idle_timeout;
         let now = Instant::now();
+        cx.data.shared.udp_shared.sessions.sweep(now);
         let idle: Vec<usize> = cx
             .data
             .udp
@@ -214,8 +298,9 @@ fn split_target(plain: &[u8]) -> Result<(Address, Vec<u8>), String> {
     }
 }
 
-fn open_aead_from_client(cx: &mut Ctx<'_, Worker>, client: SocketAddr, packet: &mut [u8]) -> Result<Inbound, String> {
-    let shared = &cx.data.shared;
+/// SIP004: decrypt a peer's packet and check its salt against the replay filter, which also
+/// holds the salts we sent (so our own packets, sent back to us, are refused too).
+fn open_sip004<'a>(shared: &SharedRef, packet: &'a mut [u8]) -> Result<&'a mut [u8], String> {
     let salt_len = shared.key.method().salt_len();
     let salt = packet
         .get(..salt_len)
@@ -226,6 +311,17 @@ fn open_aead_from_client(cx: &mut Ctx<'_, Worker>, client: SocketAddr, packet: &
     if !shared.fresh_salt(&salt) {
         return Err("replayed salt".to_string());
     }
+    Ok(plain)
+}
+
+/// SIP004: encrypt a packet of ours, its salt recorded in the replay filter (see
+/// [`open_sip004`]).
+fn seal_sip004(shared: &SharedRef, plain: &[u8], out: &mut Vec<u8>) -> Result<(), crypto::Error> {
+    crypto::encrypt_packet_recording(&shared.key, plain, out, |salt| shared.fresh_salt(salt))
+}
+
+fn open_aead_from_client(cx: &mut Ctx<'_, Worker>, client: SocketAddr, packet: &mut [u8]) -> Result<Inbound, String> {
+    let plain = open_sip004(&cx.data.shared, packet)?;
     let (target, payload) = split_target(plain)?;
     Ok(Inbound {
         peer: Peer::Addr(client),
@@ -238,38 +334,51 @@ fn open_aead_from_client(cx: &mut Ctx<'_, Worker>, client: SocketAddr, packet: &
 fn open_2022_from_client(cx: &mut Ctx<'_, Worker>, packet: &mut [u8]) -> Result<Inbound, String> {
     let cipher = cipher_2022(cx).ok_or("no SIP022 cipher")?;
     let envelope = cipher.open(packet).map_err(|e| e.to_string())?;
-    let peer = Peer::Session(envelope.session_id());
-    if let Some(&key) = cx.data.udp.by_peer.get(&peer) {
-        let session = cx.data.udp.associations[key]
-            .session
-            .as_mut()
-            .ok_or("session without SIP022 state")?;
-        let receiver = session.receiver.as_mut().ok_or("session without a receiver")?;
-        let message = receiver.open(envelope).map_err(|e| e.to_string())?;
-        let (target, payload) = split_target(message.address).map(|(t, _)| (t, message.payload.to_vec()))?;
-        return Ok(Inbound {
-            peer,
-            target,
-            payload,
-            new_session: None,
-        });
-    }
-    // A new session: keep nothing for it until its body authenticates.
     let session_id = envelope.session_id();
-    let mut receiver = UdpReceiver::from_client(&cipher, session_id);
-    let message = receiver.open(envelope).map_err(|e| e.to_string())?;
+    let peer = Peer::Session(session_id);
+    let known = cx.data.udp.by_peer.get(&peer).copied();
+    // A new session: keep nothing for it until its body authenticates.
+    let mut new_receiver = None;
+    let receiver = match known {
+        Some(key) => {
+            let session = cx.data.udp.associations[key]
+                .session
+                .as_ref()
+                .ok_or("session without SIP022 state")?;
+            &session.receivers.first().ok_or("session without a receiver")?.receiver
+        }
+        None => new_receiver.insert(UdpReceiver::from_client(&cipher, session_id)),
+    };
+    let message = receiver.verify(envelope).map_err(|e| e.to_string())?;
+    // The window is the server's, not this worker's: the same packet from another source
+    // port may reach another worker.
+    let now = Instant::now();
+    if !cx
+        .data
+        .shared
+        .udp_shared
+        .sessions
+        .check_and_insert(session_id, message.packet_id, now)
+    {
+        return Err(crypto::Error::ReplayedPacket(message.packet_id).to_string());
+    }
     let (target, _) = split_target(message.address)?;
     let payload = message.payload.to_vec();
-    let sender = UdpSender::server(&cipher, session_id).map_err(|e| e.to_string())?;
-    let session = Box::new(Session2022 {
-        sender,
-        receiver: Some(receiver),
-    });
+    let new_session = match new_receiver {
+        Some(receiver) => Some(Box::new(Session2022 {
+            sender: UdpSender::server(&cipher, session_id).map_err(|e| e.to_string())?,
+            receivers: vec![Receiver2022 {
+                receiver,
+                last_accepted: now,
+            }],
+        })),
+        None => None,
+    };
     Ok(Inbound {
         peer,
         target,
         payload,
-        new_session: Some(session),
+        new_session,
     })
 }
 
@@ -282,6 +391,12 @@ fn local_from_client(
     server: SocketAddr,
     tunnel: &Option<Address>,
 ) {
+    // Tunnel mode has no SOCKS5, hence no UDP ASSOCIATE: its port is the client's choice.
+    if tunnel.is_none() && !cx.data.shared.udp_shared.holds_association(client.ip()) {
+        log::debug!("udp: {client}: holds no UDP ASSOCIATE; datagram dropped");
+        cx.data.rejected.datagrams += 1;
+        return;
+    }
     let (target, payload) = match tunnel {
         Some(target) => (target.clone(), datagram),
         None => match socks5::parse_udp_packet(datagram) {
@@ -299,7 +414,10 @@ fn local_from_client(
             let session = if cx.data.shared.key.method().is_2022() {
                 let Some(cipher) = cipher_2022(cx) else { return };
                 match UdpSender::client(&cipher) {
-                    Ok(sender) => Some(Box::new(Session2022 { sender, receiver: None })),
+                    Ok(sender) => Some(Box::new(Session2022 {
+                        sender,
+                        receivers: Vec::new(),
+                    })),
                     Err(e) => return log::error!("udp: {e}"),
                 }
             } else {
@@ -319,7 +437,7 @@ fn local_from_client(
         None => {
             let mut plain = target_bytes;
             plain.extend_from_slice(payload);
-            crypto::encrypt_packet(&cx.data.shared.key, &plain, &mut sealed)
+            seal_sip004(&cx.data.shared, &plain, &mut sealed)
         }
     };
     match result {
@@ -355,15 +473,24 @@ fn forward(
 }
 
 fn send_outbound(cx: &mut Ctx<'_, Worker>, key: usize, client: SocketAddr, dest: SocketAddr, payload: &[u8]) {
+    let connected = matches!(cx.data.shared.role, Role::Local { .. });
     let assoc = &mut cx.data.udp.associations[key];
     assoc.last_active = Instant::now();
     assoc.client = client;
-    let dest = match (dest, assoc.outbound.local_addr()) {
-        // The outbound socket is IPv6: reach IPv4 destinations through mapped addresses.
-        (SocketAddr::V4(v4), Ok(SocketAddr::V6(_))) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
-        _ => dest,
+    let sent = if connected {
+        // The local's outbound socket is connected to the server (`dest`).
+        assoc.outbound.send(payload)
+    } else {
+        let dest = match (dest, assoc.outbound.local_addr()) {
+            // The outbound socket is IPv6: reach IPv4 destinations through mapped addresses.
+            (SocketAddr::V4(v4), Ok(SocketAddr::V6(_))) => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            _ => dest,
+        };
+        assoc.outbound.send_to(payload, dest)
     };
-    if let Err(e) = assoc.outbound.send_to(payload, dest) {
+    if let Err(e) = sent {
         log::debug!("udp: {client} -> {dest}: {e}");
     }
 }
@@ -375,13 +502,30 @@ fn open_association(
     client: SocketAddr,
     session: Option<Box<Session2022>>,
 ) -> io::Result<usize> {
-    if cx.data.udp.associations.len() >= MAX_ASSOCIATIONS {
-        return Err(io::Error::other("too many UDP associations; datagram dropped"));
+    if cx.data.udp.associations.len() >= cx.data.shared.udp_shared.max_associations {
+        evict_least_recently_active(cx);
     }
-    // A dual-stack outbound socket reaches IPv4 and IPv6 destinations alike.
-    let outbound = match UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)) {
-        Ok(s) => s,
-        Err(_) => UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?,
+    let outbound = match cx.data.shared.role {
+        Role::Server => {
+            // A dual-stack outbound socket reaches IPv4 and IPv6 destinations alike.
+            match UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)) {
+                Ok(s) => s,
+                Err(_) => UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?,
+            }
+        }
+        Role::Local { server, .. } => {
+            // Only the server talks to this socket: connected, the kernel drops datagrams
+            // from anyone else, and the local address narrows to the route's.
+            let any: IpAddr = match server {
+                SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+                SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+            };
+            let socket = UdpSocket::bind((any, 0))?;
+            socket
+                .connect(server)
+                .map_err(|e| io::Error::new(e.kind(), format!("connecting to the server {server}: {e}")))?;
+            socket
+        }
     };
     outbound.set_nonblocking(true)?;
     let outbound = Rc::new(outbound);
@@ -405,6 +549,23 @@ fn open_association(
     cx.data.udp.by_peer.insert(peer, key);
     log::debug!("udp: association for {client}");
     Ok(key)
+}
+
+/// A full table: the association idle the longest makes room (as shadowsocks-libev does), so
+/// that a key holder filling the table cannot lock new clients out. A scan, paid only when
+/// the table is full.
+fn evict_least_recently_active(cx: &mut Ctx<'_, Worker>) {
+    let oldest = cx
+        .data
+        .udp
+        .associations
+        .iter()
+        .min_by_key(|(_, a)| a.last_active)
+        .map(|(key, _)| key);
+    if let Some(key) = oldest {
+        log::debug!("udp: association table full; evicting the least recently active");
+        remove_association(cx, key);
+    }
 }
 
 fn on_outbound_datagrams(cx: &mut Ctx<'_, Worker>, key: usize, outbound: &Rc<UdpSocket>) -> io::Result<()> {
@@ -444,7 +605,10 @@ fn on_outbound_datagrams(cx: &mut Ctx<'_, Worker>, key: usize, outbound: &Rc<Udp
             ),
         };
         if let Err(why) = result {
-            log::warn!("udp: datagram from {from}: {why}; dropped");
+            // Local: the connected socket only hears from the server's address, which is
+            // spoofable; one line each would let a flood fill the logs.
+            log::debug!("udp: datagram from {from}: {why}; dropped");
+            cx.data.rejected.datagrams += 1;
             continue;
         }
         assoc.last_active = Instant::now();
@@ -470,7 +634,7 @@ fn seal_for_client(
         None => {
             let mut plain = source;
             plain.extend_from_slice(payload);
-            crypto::encrypt_packet(&shared.key, &plain, out).map_err(|e| e.to_string())
+            seal_sip004(shared, &plain, out).map_err(|e| e.to_string())
         }
     }
 }
@@ -487,36 +651,56 @@ fn open_from_server(
     let (source, payload) = match (assoc.session.as_mut(), cipher) {
         (Some(session), Some(cipher)) => {
             let envelope = cipher.open(packet).map_err(|e| e.to_string())?;
-            let server_session = envelope.session_id();
-            // The server may start a new session (after a restart): accept it once
-            // its packet authenticates.
-            let mut fresh = None;
-            let receiver = match session.receiver.as_mut() {
-                Some(r) if r.session_id() == server_session => r,
-                _ => fresh.insert(UdpReceiver::from_server(
-                    cipher,
-                    server_session,
-                    session.sender.session_id(),
-                )),
-            };
-            let message = receiver.open(envelope).map_err(|e| e.to_string())?;
+            let message = open_from_server_session(session, cipher, envelope)?;
             let (source, _) = split_target(message.address)?;
-            let payload = message.payload.to_vec();
-            if let Some(receiver) = fresh {
-                session.receiver = Some(receiver);
-            }
-            (source, payload)
+            (source, message.payload.to_vec())
         }
-        _ => {
-            let plain = crypto::decrypt_packet(&shared.key, packet).map_err(|e| e.to_string())?;
-            split_target(plain)?
-        }
+        _ => split_target(open_sip004(shared, packet)?)?,
     };
     if socks {
         socks5::write_udp_header(&source, out);
     }
     out.extend_from_slice(&payload);
     Ok(())
+}
+
+/// Local, SIP022: check a server packet in its server session's own window. The server may
+/// start a new session (after a restart, or when our address changed and another worker
+/// answers): it gets a window of its own once its packet authenticates, and the others keep
+/// theirs, so that packets of one session cannot be replayed between packets of another.
+fn open_from_server_session<'a>(
+    session: &mut Session2022,
+    cipher: &UdpCipher,
+    envelope: crypto::UdpEnvelope<'a>,
+) -> Result<crypto::UdpMessage<'a>, String> {
+    let now = Instant::now();
+    let server_session = envelope.session_id();
+    if let Some(known) = session
+        .receivers
+        .iter_mut()
+        .find(|r| r.receiver.session_id() == server_session)
+    {
+        let message = known.receiver.open(envelope).map_err(|e| e.to_string())?;
+        known.last_accepted = now;
+        return Ok(message);
+    }
+    if session.receivers.len() >= MAX_SERVER_SESSIONS {
+        // Only windows past their retention may go: a live one forgotten would accept its
+        // session's packets again.
+        session
+            .receivers
+            .retain(|r| now.duration_since(r.last_accepted) < session_windows::RETENTION);
+        if session.receivers.len() >= MAX_SERVER_SESSIONS {
+            return Err(format!("more than {MAX_SERVER_SESSIONS} live server sessions"));
+        }
+    }
+    let mut receiver = UdpReceiver::from_server(cipher, server_session, session.sender.session_id());
+    let message = receiver.open(envelope).map_err(|e| e.to_string())?;
+    session.receivers.push(Receiver2022 {
+        receiver,
+        last_accepted: now,
+    });
+    Ok(message)
 }
 
 /// An IPv4-mapped IPv6 source (from a dual-stack socket) as plain IPv4.
