@@ -32,7 +32,7 @@ use super::codec::{LocalCodec, ServerCodec};
 use super::worker::Worker;
 use super::{Role, SharedRef};
 use crate::crypto::ChunkSealer;
-use crate::dns::{QueryId, Resolver};
+use crate::dns::{Client, QueryId, Resolver};
 use crate::protocol::Address;
 use crate::protocol::socks5::{self, Command, Reply};
 
@@ -687,7 +687,7 @@ fn connect_target(cx: &mut Ctx<'_, Worker>, id: ConnId, target: Address) {
             if let Some(conn) = conn_mut(cx.data, id) {
                 conn.set_stage(Stage::Resolving);
             }
-            let query = Resolver::resolve(cx, &name, move |cx, result| {
+            let query = Resolver::resolve(cx, Client::Stream(id.serial), &name, move |cx, result| {
                 if let Some(conn) = conn_mut(cx.data, id) {
                     conn.query = None;
                 }
