@@ -107,6 +107,12 @@ pub fn run(config: Config) -> io::Result<()> {
         // on the machine's resolv.conf for a resolver that will stay unused.
         resolver.nameservers = vec![SocketAddr::from(([127, 0, 0, 1], 53))];
     }
+    if let Some(ttl) = config.dns_cache_max_ttl {
+        resolver.cache_max_ttl = ttl;
+    }
+    if let Some(cap) = config.dns_max_queries_per_client {
+        resolver.max_queries_per_client = cap;
+    }
     let mut replay = PingPongBloom::new(REPLAY_CAPACITY, REPLAY_FP_RATE);
     // Only a server checks salts, and SIP022 ones go to the salt pool instead; where the
     // filter is never consulted its zeroed pages stay untouched and cost nothing.

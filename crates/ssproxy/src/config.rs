@@ -2,7 +2,8 @@
 //!
 //! The JSON file uses the keys of shadowsocks-libev (`server`, `server_port`, `password`,
 //! `method`, `timeout`, `local_address`, `local_port`, `mode`, `fast_open`, `nameserver`,
-//! `forbidden_ip`, `workers`, `tunnel_address`); `//` and `/* */` comments are allowed, unknown
+//! `forbidden_ip`, `workers`, `tunnel_address`), and ours for the resolver (`dns_cache_max_ttl`,
+//! `dns_max_queries_per_client`); `//` and `/* */` comments are allowed, unknown
 //! keys are warned about and ignored, and `plugin*` keys are ignored with a warning.
 //!
 //! [`Config::load`] merges, lowest precedence first: built-in defaults, the file given with `-c`,
@@ -651,6 +652,8 @@ struct RawConfig {
     forbidden_ip: Option<Value>,
     workers: Option<Value>,
     tunnel_address: Option<Value>,
+    dns_cache_max_ttl: Option<Value>,
+    dns_max_queries_per_client: Option<Value>,
     plugin: Option<Value>,
     #[serde(flatten)]
     other: BTreeMap<String, Value>,
@@ -672,6 +675,8 @@ struct Layer {
     forbidden_ip: Option<IpSet>,
     workers: Option<usize>,
     tunnel_address: Option<Address>,
+    dns_cache_max_ttl: Option<u64>,
+    dns_max_queries_per_client: Option<usize>,
 }
 
 impl Layer {
@@ -693,7 +698,9 @@ impl Layer {
             nameservers,
             forbidden_ip,
             workers,
-            tunnel_address
+            tunnel_address,
+            dns_cache_max_ttl,
+            dns_max_queries_per_client
         );
     }
 }
@@ -702,6 +709,8 @@ impl Layer {
 const MAX_TIMEOUT: u64 = 7 * 24 * 3600;
 /// Most worker threads accepted.
 const MAX_WORKERS: u64 = 1024;
+/// Most lookups in flight per client accepted for `dns_max_queries_per_client`.
+const MAX_DNS_QUERIES_PER_CLIENT: u64 = 65_536;
 
 /// Replaces `//` and `/* */` comments outside strings with spaces, keeping newlines, so that
 /// serde_json's line/column positions still point into the original text.
@@ -832,6 +841,23 @@ fn file_layer(text: &str, role: Role, warnings: &mut Vec<String>) -> Result<Laye
     if let Some(v) = &raw.workers {
         let t = json_number_text("workers", v, "a number of workers")?;
         l.workers = Some(count_from_text("workers", &t, "a worker count", MAX_WORKERS)? as usize);
+    }
+    if let Some(v) = &raw.dns_cache_max_ttl {
+        let t = json_number_text("dns_cache_max_ttl", v, "a number of seconds")?;
+        // 0 is allowed here: it turns the cache off.
+        let ttl = t.trim().parse::<u64>().ok().filter(|n| *n <= MAX_TIMEOUT);
+        l.dns_cache_max_ttl = Some(ttl.ok_or_else(|| {
+            invalid(
+                "dns_cache_max_ttl",
+                format!("{} is not a number of seconds (0-{MAX_TIMEOUT})", shown(&t)),
+            )
+        })?);
+    }
+    if let Some(v) = &raw.dns_max_queries_per_client {
+        let field = "dns_max_queries_per_client";
+        let t = json_number_text(field, v, "a number of lookups")?;
+        l.dns_max_queries_per_client =
+            Some(count_from_text(field, &t, "a number of lookups", MAX_DNS_QUERIES_PER_CLIENT)? as usize);
     }
     if let Some(v) = &raw.tunnel_address {
         let s = json_string("tunnel_address", v)?;
@@ -1090,6 +1116,11 @@ pub struct Config {
     pub workers: Option<usize>,
     /// sslocal tunnel mode: the fixed target. `None` = SOCKS5 mode.
     pub tunnel_address: Option<Address>,
+    /// `dns_cache_max_ttl`: the longest the resolver caches an answer (0: no cache),
+    /// if given.
+    pub dns_cache_max_ttl: Option<Duration>,
+    /// `dns_max_queries_per_client`: lookups one client may have in flight, if given.
+    pub dns_max_queries_per_client: Option<usize>,
     /// `-v` count.
     pub verbose: u8,
     /// Non-fatal findings (unknown keys, ignored options) for the caller to log.
@@ -1121,6 +1152,8 @@ impl fmt::Debug for Config {
             .field("forbidden_ip", &self.forbidden_ip)
             .field("workers", &self.workers)
             .field("tunnel_address", &self.tunnel_address)
+            .field("dns_cache_max_ttl", &self.dns_cache_max_ttl)
+            .field("dns_max_queries_per_client", &self.dns_max_queries_per_client)
             .field("verbose", &self.verbose)
             .field("warnings", &self.warnings)
             .finish()
@@ -1216,6 +1249,8 @@ impl Config {
             forbidden_ip: merged.forbidden_ip.unwrap_or_else(IpSet::default_forbidden),
             workers: merged.workers,
             tunnel_address: merged.tunnel_address,
+            dns_cache_max_ttl: merged.dns_cache_max_ttl.map(Duration::from_secs),
+            dns_max_queries_per_client: merged.dns_max_queries_per_client,
             verbose: args.verbose,
             warnings,
         })
@@ -1518,6 +1553,23 @@ mod tests {
         let mut m = base();
         m.insert(key.to_owned(), v);
         Value::Object(m).to_string()
+    }
+
+    #[test]
+    fn dns_keys_set_the_resolver_cache_and_per_client_cap() {
+        let c = Config::from_json(Role::Server, &with("dns_cache_max_ttl", 0.into())).unwrap();
+        assert_eq!(c.dns_cache_max_ttl, Some(Duration::ZERO), "0 turns the cache off");
+        let c = Config::from_json(Role::Server, &with("dns_max_queries_per_client", "8".into())).unwrap();
+        assert_eq!(c.dns_max_queries_per_client, Some(8));
+        assert_eq!(c.dns_cache_max_ttl, None);
+        assert_eq!(
+            err(Role::Server, &with("dns_cache_max_ttl", (-1).into())),
+            r#"config: "dns_cache_max_ttl": -1 is not a number of seconds (0-604800)"#
+        );
+        assert_eq!(
+            err(Role::Server, &with("dns_max_queries_per_client", 0.into())),
+            r#"config: "dns_max_queries_per_client": 0 is not a number of lookups (1-65536)"#
+        );
     }
 
     fn without(key: &str) -> String {

@@ -569,6 +569,18 @@ fn udp_reply_payload(key: &Key, packet: &mut [u8]) -> Option<Vec<u8>> {
     Some(plain[n..].to_vec())
 }
 
+/// CPU time (user and system) `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at its closing parenthesis.
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect())
+        .unwrap_or_default();
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -750,6 +762,7 @@ fn ten_thousand_names_resolve_while_a_transfer_runs() {
     let quiet_rate = (transfer.bytes() - quiet_start.0) as f64 / quiet_start.1.elapsed().as_secs_f64();
 
     let busy_start = (transfer.bytes(), Instant::now());
+    let cpu_start = cpu_time(server.pid());
     transfer.stalls_ms.store(0, Ordering::Relaxed);
     let workers: Vec<_> = (0..CLIENTS)
         .map(|c| {
@@ -766,13 +779,14 @@ fn ten_thousand_names_resolve_while_a_transfer_runs() {
         answered += w.join().unwrap().len();
     }
     let busy_time = busy_start.1.elapsed();
+    let cpu = cpu_time(server.pid()) - cpu_start;
     let busy_rate = (transfer.bytes() - busy_start.0) as f64 / busy_time.as_secs_f64();
     let longest_stall = transfer.stalls_ms.load(Ordering::Relaxed);
     drop(transfer);
     let rss_after = rss_kib(server.pid());
     let asked = ns.names_asked().len();
     println!(
-        "dns load: {answered}/{NAMES} names relayed in {busy_time:.1?} ({asked} names asked of dnsmasq); \
+        "dns load: {answered}/{NAMES} names relayed in {busy_time:.1?} ({asked} names asked of dnsmasq), ssserver CPU {cpu:.1?}; \
          transfer {:.0} MB/s before, {:.0} MB/s during, longest gap {longest_stall} ms; \
          ssserver RSS {rss_before} KiB -> {rss_after} KiB",
         quiet_rate / 1e6,
