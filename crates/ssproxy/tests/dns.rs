@@ -9,10 +9,12 @@
 
 mod common;
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{self, ThreadId};
@@ -401,6 +403,53 @@ fn hosts_entries_and_literals_are_answered_at_once() {
         ns.names_asked().iter().all(|n| n == "ready.test"),
         "nothing reached the nameserver"
     );
+}
+
+/// A callback that records its result under `label`.
+fn record(label: &'static str) -> impl FnOnce(&mut Ctx<'_, Data>, io::Result<Vec<IpAddr>>) + 'static {
+    move |cx, result| {
+        let result = result.map_err(|e| (e.kind(), e.to_string()));
+        cx.data
+            .results
+            .push((label.to_string(), result, thread::current().id()));
+    }
+}
+
+#[test]
+fn callbacks_may_resolve_again_and_cancel_other_waiters() {
+    let Some(ns) = zone_server("reentrant") else { return };
+    let mut h = Harness::new(config_for(&ns));
+    let victim: Rc<Cell<Option<QueryId>>> = Rc::new(Cell::new(None));
+    let to_cancel = Rc::clone(&victim);
+    let cx = &mut Ctx {
+        lp: &mut h.lp,
+        data: &mut h.data,
+    };
+    let first = Resolver::resolve(
+        cx,
+        Client::Stream(1),
+        "both.test",
+        move |cx: &mut Ctx<'_, Data>, result| {
+            record("first")(cx, result);
+            // The other waiter of the same lookup, not called yet: cancelled from here.
+            assert!(cx.data.resolver.cancel(to_cancel.get().expect("the victim waits")));
+            // The same name again (from the cache now), and a new lookup.
+            Resolver::resolve(cx, Client::Stream(2), "both.test", record("again"));
+            Resolver::resolve(cx, Client::Stream(3), "target.test", record("next"));
+        },
+    );
+    assert!(first.is_some());
+    victim.set(h.resolve("BOTH.test"));
+    assert_eq!(h.data.resolver.pending(), 1, "two waiters share one lookup");
+    assert!(h.run_until(Duration::from_secs(5), |d| d.results.len() >= 3));
+    h.run_for(Duration::from_millis(200));
+    let got: Vec<(&str, &Res)> = h.data.results.iter().map(|(l, r, _)| (l.as_str(), r)).collect();
+    let both = Ok(ips(&["192.0.2.7", "2001:db8::7"]));
+    assert_eq!(
+        got,
+        [("first", &both), ("again", &both), ("next", &Ok(ips(&["192.0.2.8"])))]
+    );
+    assert_eq!(ns.queries("A", "both.test"), 1);
 }
 
 #[test]
