@@ -382,6 +382,24 @@ fn answers_are_cached_until_their_ttl_expires() {
 }
 
 #[test]
+fn the_cache_is_emptied_once_it_holds_its_most_names() {
+    let Some(ns) = zone_server("cache-size") else { return };
+    let mut h = Harness::new(ResolverConfig {
+        cache_max_names: 3,
+        ..config_for(&ns)
+    });
+    for name in ["both.test", "target.test", "both.test"] {
+        assert!(h.lookup(name).is_ok());
+    }
+    assert_eq!(ns.queries("A", "both.test"), 1, "the second time from the cache");
+    // The third answer fills the cache to its most: it is emptied (by a thread of
+    // c-ares', so give it a moment), and both.test is asked for again.
+    h.run_for(Duration::from_millis(300));
+    assert!(h.lookup("both.test").is_ok());
+    assert_eq!(ns.queries("A", "both.test"), 2);
+}
+
+#[test]
 fn hosts_entries_and_literals_are_answered_at_once() {
     let Some(ns) = zone_server("hosts") else { return };
     let mut h = Harness::new(ResolverConfig {

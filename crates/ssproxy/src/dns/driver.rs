@@ -50,6 +50,10 @@ pub(super) struct Driver {
     registered: HashMap<Socket, Token>,
     /// The loop timer for c-ares' next timeout, and when it fires.
     timer: Option<(TimerId, Instant)>,
+    /// Lookups answered (so possibly cached) since the cache was last emptied,
+    /// and how many make it empty it again.
+    answered: usize,
+    cache_max_names: usize,
 }
 
 impl Driver {
@@ -63,6 +67,8 @@ impl Driver {
             me: None,
             registered: HashMap::new(),
             timer: None,
+            answered: 0,
+            cache_max_names: config.cache_max_names,
         })
     }
 
@@ -115,7 +121,31 @@ impl Driver {
 
     /// The next finished lookup, if any.
     pub(super) fn next_finished(&mut self) -> Option<(u64, Result<Vec<IpAddr>, c_ares::Error>)> {
-        lock(&self.inbox).finished.pop_front()
+        let finished = lock(&self.inbox).finished.pop_front()?;
+        if matches!(finished.1, Ok(_) | Err(c_ares::Error::ENOTFOUND)) {
+            self.answered += 1;
+            if self.answered >= self.cache_max_names {
+                self.empty_cache();
+            }
+        }
+        Some(finished)
+    }
+
+    /// Empty c-ares' cache, which has no size limit of its own. `reinit` is the
+    /// call that does it: it also reads the system files again (in a thread of
+    /// c-ares' own, so the loop does not wait for the disk), keeping configured
+    /// nameservers.
+    fn empty_cache(&mut self) {
+        self.answered = 0;
+        if let Some(channel) = &mut self.channel {
+            log::debug!(
+                "dns: {} lookups answered since the cache was emptied: emptying it",
+                self.cache_max_names
+            );
+            if let Err(e) = channel.reinit() {
+                log::warn!("dns: emptying the cache: {e}");
+            }
+        }
     }
 
     /// Bring the loop up to date with c-ares: register, re-interest and drop its

@@ -137,6 +137,10 @@ pub struct ResolverConfig {
     /// off (default 1 h). c-ares caches positive answers and NXDOMAIN; it has no
     /// lower bound: an answer with a TTL of 0 is not cached.
     pub cache_max_ttl: Duration,
+    /// Empty the cache after this many answered lookups (default 10 000, about
+    /// 30 MB): c-ares' cache has no size limit of its own, so without this a
+    /// client asking for ever new names could grow it for `cache_max_ttl`.
+    pub cache_max_names: usize,
     /// Queries sent from one UDP socket (one source port) before c-ares opens a
     /// new one (default 1: every query from a fresh random port).
     pub udp_max_queries: u32,
@@ -159,6 +163,7 @@ impl Default for ResolverConfig {
             timeout: Duration::from_secs(1),
             tries: 3,
             cache_max_ttl: Duration::from_secs(3600),
+            cache_max_names: 10_000,
             udp_max_queries: 1,
             max_queries_per_client: DEFAULT_MAX_QUERIES_PER_CLIENT,
         }
