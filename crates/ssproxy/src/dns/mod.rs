@@ -19,7 +19,7 @@
 //! queries, and answers accepted only from the connected nameserver address,
 //! with the query's id and question. Nothing of DNS's wire format is parsed here.
 //!
-//! How c-ares runs on the loop is [`driver`]'s job: its sockets are registered
+//! How c-ares runs on the loop is the `driver` submodule's job: its sockets are registered
 //! with the interest c-ares asks for, readiness calls `process_fd`, and its next
 //! timeout is a loop timer.
 //!
