@@ -470,16 +470,24 @@ fn callbacks_may_resolve_again_and_cancel_other_waiters() {
     assert_eq!(ns.queries("A", "both.test"), 1);
 }
 
+/// The resolver's settings for a nameserver that never answers (`dead`, bound and
+/// never read), with no system files.
+fn silent_config(dir: &std::path::Path, dead: &UdpSocket) -> ResolverConfig {
+    ResolverConfig {
+        nameservers: vec![dead.local_addr().unwrap()],
+        resolv_conf: dir.join("none"),
+        hosts: dir.join("none"),
+        ..ResolverConfig::default()
+    }
+}
+
 #[test]
 fn cancel_drops_the_callback() {
     let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
     let dir = scratch_dir("cancel");
     let mut h = Harness::new(ResolverConfig {
-        nameservers: vec![dead.local_addr().unwrap()],
-        resolv_conf: dir.join("none"),
-        hosts: dir.join("none"),
         timeout: Duration::from_millis(100),
-        ..ResolverConfig::default()
+        ..silent_config(&dir, &dead)
     });
     let id = h.resolve("never.test").expect("pending");
     assert!(h.data.resolver.cancel(id));
@@ -494,12 +502,9 @@ fn one_client_cannot_have_more_than_its_cap_of_lookups_in_flight() {
     let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
     let dir = scratch_dir("cap");
     let mut h = Harness::new(ResolverConfig {
-        nameservers: vec![dead.local_addr().unwrap()],
-        resolv_conf: dir.join("none"),
-        hosts: dir.join("none"),
         timeout: Duration::from_secs(2),
         max_queries_per_client: 8,
-        ..ResolverConfig::default()
+        ..silent_config(&dir, &dead)
     });
     let greedy = Client::Datagrams("127.0.0.1:4000".parse().unwrap());
     let ids: Vec<QueryId> = (0..8)
@@ -620,6 +625,13 @@ fn key() -> Key {
     Key::new(Method::Aes256Gcm, PASSWORD).unwrap()
 }
 
+/// Our ssserver relaying TCP and UDP, resolving with `ns`; and its port.
+fn server_asking(ns: &Dnsmasq, name: &str) -> (Proc, u16) {
+    let port = free_port();
+    let server = our_server(name, "aes-256-gcm", PASSWORD, port, &["-u", "-d", &ns.addr.to_string()]);
+    (server, port)
+}
+
 /// A SIP004 UDP request to `name`:`port` carrying `payload`.
 fn udp_request(key: &Key, name: &str, port: u16, payload: &[u8]) -> Vec<u8> {
     let mut plain = Address::Domain(name.to_string(), port).to_bytes();
@@ -667,14 +679,7 @@ fn a_udp_client_asking_for_many_names_cannot_starve_the_others() {
         return;
     };
     let echo = UdpEcho::start();
-    let port = free_port();
-    let server = our_server(
-        "starve",
-        "aes-256-gcm",
-        PASSWORD,
-        port,
-        &["-u", "-d", &ns.addr.to_string()],
-    );
+    let (server, port) = server_asking(&ns, "starve");
     let key = key();
     let greedy = UdpSocket::bind("127.0.0.1:0").unwrap();
     for i in 0..200 {
@@ -812,14 +817,7 @@ fn ten_thousand_names_resolve_while_a_transfer_runs() {
         return;
     };
     let echo = UdpEcho::start();
-    let port = free_port();
-    let server = our_server(
-        "load",
-        "aes-256-gcm",
-        PASSWORD,
-        port,
-        &["-u", "-d", &ns.addr.to_string()],
-    );
+    let (server, port) = server_asking(&ns, "load");
     let rss_before = rss_kib(server.pid());
 
     let transfer = Transfer::start(port);
