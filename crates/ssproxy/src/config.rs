@@ -2,8 +2,8 @@
 //!
 //! The JSON file uses the keys of shadowsocks-libev (`server`, `server_port`, `password`,
 //! `method`, `timeout`, `local_address`, `local_port`, `mode`, `fast_open`, `nameserver`,
-//! `forbidden_ip`, `workers`, `tunnel_address`), and ours for the resolver (`dns_cache_max_ttl`,
-//! `dns_max_queries_per_client`); `//` and `/* */` comments are allowed, unknown
+//! `forbidden_ip`, `workers`, `tunnel_address`, `ipv6_first`), and ours for the resolver
+//! (`dns_cache_max_ttl`, `dns_max_queries_per_client`); `//` and `/* */` comments are allowed, unknown
 //! keys are warned about and ignored, and `plugin*` keys are ignored with a warning.
 //!
 //! [`Config::load`] merges, lowest precedence first: built-in defaults, the file given with `-c`,
@@ -652,6 +652,7 @@ struct RawConfig {
     forbidden_ip: Option<Value>,
     workers: Option<Value>,
     tunnel_address: Option<Value>,
+    ipv6_first: Option<Value>,
     dns_cache_max_ttl: Option<Value>,
     dns_max_queries_per_client: Option<Value>,
     plugin: Option<Value>,
@@ -675,6 +676,7 @@ struct Layer {
     forbidden_ip: Option<IpSet>,
     workers: Option<usize>,
     tunnel_address: Option<Address>,
+    ipv6_first: Option<bool>,
     dns_cache_max_ttl: Option<u64>,
     dns_max_queries_per_client: Option<usize>,
 }
@@ -699,6 +701,7 @@ impl Layer {
             forbidden_ip,
             workers,
             tunnel_address,
+            ipv6_first,
             dns_cache_max_ttl,
             dns_max_queries_per_client
         );
@@ -841,6 +844,9 @@ fn file_layer(text: &str, role: Role, warnings: &mut Vec<String>) -> Result<Laye
     if let Some(v) = &raw.workers {
         let t = json_number_text("workers", v, "a number of workers")?;
         l.workers = Some(count_from_text("workers", &t, "a worker count", MAX_WORKERS)? as usize);
+    }
+    if let Some(v) = &raw.ipv6_first {
+        l.ipv6_first = Some(json_bool("ipv6_first", v)?);
     }
     if let Some(v) = &raw.dns_cache_max_ttl {
         let t = json_number_text("dns_cache_max_ttl", v, "a number of seconds")?;
@@ -1116,6 +1122,8 @@ pub struct Config {
     pub workers: Option<usize>,
     /// sslocal tunnel mode: the fixed target. `None` = SOCKS5 mode.
     pub tunnel_address: Option<Address>,
+    /// `ipv6_first`: connect to a name's IPv6 addresses before its IPv4 ones (default false).
+    pub ipv6_first: bool,
     /// `dns_cache_max_ttl`: the longest the resolver caches an answer (0: no cache),
     /// if given.
     pub dns_cache_max_ttl: Option<Duration>,
@@ -1152,6 +1160,7 @@ impl fmt::Debug for Config {
             .field("forbidden_ip", &self.forbidden_ip)
             .field("workers", &self.workers)
             .field("tunnel_address", &self.tunnel_address)
+            .field("ipv6_first", &self.ipv6_first)
             .field("dns_cache_max_ttl", &self.dns_cache_max_ttl)
             .field("dns_max_queries_per_client", &self.dns_max_queries_per_client)
             .field("verbose", &self.verbose)
@@ -1249,6 +1258,7 @@ impl Config {
             forbidden_ip: merged.forbidden_ip.unwrap_or_else(IpSet::default_forbidden),
             workers: merged.workers,
             tunnel_address: merged.tunnel_address,
+            ipv6_first: merged.ipv6_first.unwrap_or(false),
             dns_cache_max_ttl: merged.dns_cache_max_ttl.map(Duration::from_secs),
             dns_max_queries_per_client: merged.dns_max_queries_per_client,
             verbose: args.verbose,
@@ -1556,7 +1566,9 @@ mod tests {
     }
 
     #[test]
-    fn dns_keys_set_the_resolver_cache_and_per_client_cap() {
+    fn dns_keys_set_the_family_order_the_cache_and_the_per_client_cap() {
+        let c = Config::from_json(Role::Server, &with("ipv6_first", true.into())).unwrap();
+        assert!(c.ipv6_first);
         let c = Config::from_json(Role::Server, &with("dns_cache_max_ttl", 0.into())).unwrap();
         assert_eq!(c.dns_cache_max_ttl, Some(Duration::ZERO), "0 turns the cache off");
         let c = Config::from_json(Role::Server, &with("dns_max_queries_per_client", "8".into())).unwrap();
