@@ -43,6 +43,35 @@ fn main() {
     save(&dir, "socks5", "socks4", &[4, 1, 0, 80, 127, 0, 0, 1, 0]);
     save(&dir, "socks5", "udp", &socks5::build_udp_packet(&targets[2], b"ping"));
 
+    // dns_answer: an order byte, then answers as nameservers send them (A; AAAA; a CNAME
+    // then an A; NXDOMAIN), each to a query for a.example.
+    let question = b"\x01a\x07example\x00";
+    let answer = |qtype: u8, rcode: u8, records: &[(u8, &[u8])]| {
+        let mut m = vec![0x12, 0x34, 0x81, 0x80 | rcode, 0, 1, 0, records.len() as u8, 0, 0, 0, 0];
+        m.extend_from_slice(question);
+        m.extend_from_slice(&[0, qtype, 0, 1]);
+        for (rtype, data) in records {
+            m.extend_from_slice(&[0xc0, 12, 0, *rtype, 0, 1, 0, 0, 0x0e, 0x10, 0, data.len() as u8]);
+            m.extend_from_slice(data);
+        }
+        m
+    };
+    let v6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let cname = b"\x01b\xc0\x0e";
+    for (i, (order, message)) in [
+        (0u8, answer(1, 0, &[(1, &[192, 0, 2, 1]), (1, &[192, 0, 2, 2])])),
+        (1, answer(28, 0, &[(28, &v6)])),
+        (2, answer(1, 0, &[(5, cname), (1, &[192, 0, 2, 3])])),
+        (3, answer(1, 3, &[])),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut seed = vec![order];
+        seed.extend_from_slice(&message);
+        save(&dir, "dns_answer", &format!("answer-{i}"), &seed);
+    }
+
     // address
     for (i, t) in targets.iter().enumerate() {
         save(&dir, "address", &format!("addr-{i}"), &t.to_bytes());

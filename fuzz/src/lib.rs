@@ -12,6 +12,7 @@
 //! - `udp_packet`: `[method][flags][packets: u16 LE length, bytes]...`; methods 0..4 are SIP004
 //!   (`decrypt_packet`), 4..7 SIP022 (`UdpCipher::open` then `UdpReceiver::open`); flags bit 0:
 //!   receive as a client (server packets) instead of as a server.
+//! - `dns_answer`: `[order][DNS message]`, `order % 4` picking an [`AddressOrder`](ssproxy::dns::AddressOrder).
 //! - `socks5`, `address`, `config`: the raw bytes.
 
 use ssproxy::crypto::{Key, Method};

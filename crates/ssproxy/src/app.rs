@@ -10,7 +10,7 @@ use evloop::{EventLoop, POLL_IN};
 
 use crate::config::{Config, Host, Role as ConfigRole};
 use crate::crypto::{Key, Method, PingPongBloom, SaltPool};
-use crate::dns::ResolverConfig;
+use crate::dns::{AddressOrder, ResolverConfig};
 use crate::protocol::Address;
 use crate::relay::udp::UdpShared;
 use crate::relay::worker::{self, Command, DEFAULT_GRACE, Listen, WorkerHandle};
@@ -107,6 +107,15 @@ pub fn run(config: Config) -> io::Result<()> {
         // The local never resolves destinations (the server does); do not depend
         // on the machine's resolv.conf for a resolver that will stay unused.
         resolver.nameservers = vec![SocketAddr::from(([127, 0, 0, 1], 53))];
+    }
+    if config.ipv6_first {
+        resolver.order = AddressOrder::Ipv6First;
+    }
+    if let Some(ttl) = config.dns_cache_max_ttl {
+        resolver.cache_max_ttl = ttl;
+    }
+    if let Some(cap) = config.dns_max_queries_per_client {
+        resolver.max_queries_per_client = cap;
     }
     let mut replay = PingPongBloom::new(REPLAY_CAPACITY, REPLAY_FP_RATE);
     // Only a server checks salts, and SIP022 ones go to the salt pool instead; where the

@@ -2,7 +2,8 @@
 //!
 //! The JSON file uses the keys of shadowsocks-libev (`server`, `server_port`, `password`,
 //! `method`, `timeout`, `local_address`, `local_port`, `mode`, `fast_open`, `nameserver`,
-//! `forbidden_ip`, `workers`, `tunnel_address`); `//` and `/* */` comments are allowed, unknown
+//! `forbidden_ip`, `workers`, `tunnel_address`, `ipv6_first`), and ours for the resolver
+//! (`dns_cache_max_ttl`, `dns_max_queries_per_client`); `//` and `/* */` comments are allowed, unknown
 //! keys are warned about and ignored, and `plugin*` keys are ignored with a warning.
 //!
 //! [`Config::load`] merges, lowest precedence first: built-in defaults, the file given with `-c`,
@@ -662,6 +663,9 @@ struct RawConfig {
     workers: Option<Value>,
     tunnel_address: Option<Value>,
     udp_max_associations: Option<Value>,
+    ipv6_first: Option<Value>,
+    dns_cache_max_ttl: Option<Value>,
+    dns_max_queries_per_client: Option<Value>,
     plugin: Option<Value>,
     #[serde(flatten)]
     other: BTreeMap<String, Value>,
@@ -684,6 +688,9 @@ struct Layer {
     workers: Option<usize>,
     tunnel_address: Option<Address>,
     udp_max_associations: Option<usize>,
+    ipv6_first: Option<bool>,
+    dns_cache_max_ttl: Option<u64>,
+    dns_max_queries_per_client: Option<usize>,
 }
 
 impl Layer {
@@ -706,7 +713,10 @@ impl Layer {
             forbidden_ip,
             workers,
             tunnel_address,
-            udp_max_associations
+            udp_max_associations,
+            ipv6_first,
+            dns_cache_max_ttl,
+            dns_max_queries_per_client
         );
     }
 }
@@ -717,6 +727,8 @@ const MAX_TIMEOUT: u64 = 7 * 24 * 3600;
 const MAX_WORKERS: u64 = 1024;
 /// Most UDP associations per worker accepted (each holds a socket).
 const MAX_UDP_ASSOCIATIONS: u64 = 1 << 20;
+/// Most lookups in flight per client accepted for `dns_max_queries_per_client`.
+const MAX_DNS_QUERIES_PER_CLIENT: u64 = 65_536;
 
 /// Replaces `//` and `/* */` comments outside strings with spaces, keeping newlines, so that
 /// serde_json's line/column positions still point into the original text.
@@ -847,6 +859,26 @@ fn file_layer(text: &str, role: Role, warnings: &mut Vec<String>) -> Result<Laye
     if let Some(v) = &raw.workers {
         let t = json_number_text("workers", v, "a number of workers")?;
         l.workers = Some(count_from_text("workers", &t, "a worker count", MAX_WORKERS)? as usize);
+    }
+    if let Some(v) = &raw.ipv6_first {
+        l.ipv6_first = Some(json_bool("ipv6_first", v)?);
+    }
+    if let Some(v) = &raw.dns_cache_max_ttl {
+        let t = json_number_text("dns_cache_max_ttl", v, "a number of seconds")?;
+        // 0 is allowed here: it turns the cache off.
+        let ttl = t.trim().parse::<u64>().ok().filter(|n| *n <= MAX_TIMEOUT);
+        l.dns_cache_max_ttl = Some(ttl.ok_or_else(|| {
+            invalid(
+                "dns_cache_max_ttl",
+                format!("{} is not a number of seconds (0-{MAX_TIMEOUT})", shown(&t)),
+            )
+        })?);
+    }
+    if let Some(v) = &raw.dns_max_queries_per_client {
+        let field = "dns_max_queries_per_client";
+        let t = json_number_text(field, v, "a number of lookups")?;
+        l.dns_max_queries_per_client =
+            Some(count_from_text(field, &t, "a number of lookups", MAX_DNS_QUERIES_PER_CLIENT)? as usize);
     }
     if let Some(v) = &raw.tunnel_address {
         let s = json_string("tunnel_address", v)?;
@@ -1120,6 +1152,13 @@ pub struct Config {
     pub tunnel_address: Option<Address>,
     /// UDP associations per worker at most ([`DEFAULT_UDP_MAX_ASSOCIATIONS`] unless given).
     pub udp_max_associations: usize,
+    /// `ipv6_first`: connect to a name's IPv6 addresses before its IPv4 ones (default false).
+    pub ipv6_first: bool,
+    /// `dns_cache_max_ttl`: the longest the resolver caches an answer (0: no cache),
+    /// if given.
+    pub dns_cache_max_ttl: Option<Duration>,
+    /// `dns_max_queries_per_client`: lookups one client may have in flight, if given.
+    pub dns_max_queries_per_client: Option<usize>,
     /// `-v` count.
     pub verbose: u8,
     /// Non-fatal findings (unknown keys, ignored options) for the caller to log.
@@ -1152,6 +1191,9 @@ impl fmt::Debug for Config {
             .field("workers", &self.workers)
             .field("tunnel_address", &self.tunnel_address)
             .field("udp_max_associations", &self.udp_max_associations)
+            .field("ipv6_first", &self.ipv6_first)
+            .field("dns_cache_max_ttl", &self.dns_cache_max_ttl)
+            .field("dns_max_queries_per_client", &self.dns_max_queries_per_client)
             .field("verbose", &self.verbose)
             .field("warnings", &self.warnings)
             .finish()
@@ -1248,6 +1290,9 @@ impl Config {
             workers: merged.workers,
             tunnel_address: merged.tunnel_address,
             udp_max_associations: merged.udp_max_associations.unwrap_or(DEFAULT_UDP_MAX_ASSOCIATIONS),
+            ipv6_first: merged.ipv6_first.unwrap_or(false),
+            dns_cache_max_ttl: merged.dns_cache_max_ttl.map(Duration::from_secs),
+            dns_max_queries_per_client: merged.dns_max_queries_per_client,
             verbose: args.verbose,
             warnings,
         })
@@ -1550,6 +1595,25 @@ mod tests {
         let mut m = base();
         m.insert(key.to_owned(), v);
         Value::Object(m).to_string()
+    }
+
+    #[test]
+    fn dns_keys_set_the_family_order_the_cache_and_the_per_client_cap() {
+        let c = Config::from_json(Role::Server, &with("ipv6_first", true.into())).unwrap();
+        assert!(c.ipv6_first);
+        let c = Config::from_json(Role::Server, &with("dns_cache_max_ttl", 0.into())).unwrap();
+        assert_eq!(c.dns_cache_max_ttl, Some(Duration::ZERO), "0 turns the cache off");
+        let c = Config::from_json(Role::Server, &with("dns_max_queries_per_client", "8".into())).unwrap();
+        assert_eq!(c.dns_max_queries_per_client, Some(8));
+        assert_eq!(c.dns_cache_max_ttl, None);
+        assert_eq!(
+            err(Role::Server, &with("dns_cache_max_ttl", (-1).into())),
+            r#"config: "dns_cache_max_ttl": -1 is not a number of seconds (0-604800)"#
+        );
+        assert_eq!(
+            err(Role::Server, &with("dns_max_queries_per_client", 0.into())),
+            r#"config: "dns_max_queries_per_client": 0 is not a number of lookups (1-65536)"#
+        );
     }
 
     fn without(key: &str) -> String {

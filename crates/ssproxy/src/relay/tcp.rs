@@ -33,7 +33,7 @@ use super::udp::AssociateGrant;
 use super::worker::Worker;
 use super::{Role, SharedRef};
 use crate::crypto::ChunkSealer;
-use crate::dns::{QueryId, Resolver};
+use crate::dns::{Client, QueryId, Resolver};
 use crate::protocol::Address;
 use crate::protocol::socks5::{self, Command, Reply};
 
@@ -693,7 +693,7 @@ fn connect_target(cx: &mut Ctx<'_, Worker>, id: ConnId, target: Address) {
             if let Some(conn) = conn_mut(cx.data, id) {
                 conn.set_stage(Stage::Resolving);
             }
-            let query = Resolver::resolve(cx, &name, move |cx, result| {
+            let query = Resolver::resolve(cx, Client::Stream(id.serial), &name, move |cx, result| {
                 if let Some(conn) = conn_mut(cx.data, id) {
                     conn.query = None;
                 }

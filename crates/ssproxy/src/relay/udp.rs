@@ -32,7 +32,7 @@ use super::session_windows::{self, SessionWindows};
 use super::worker::Worker;
 use super::{Role, SharedRef};
 use crate::crypto::{self, UdpCipher, UdpReceiver, UdpSender};
-use crate::dns::Resolver;
+use crate::dns::{Client, Resolver};
 use crate::protocol::Address;
 use crate::protocol::socks5;
 
@@ -274,7 +274,7 @@ fn server_from_client(cx: &mut Ctx<'_, Worker>, listener: &Rc<UdpSocket>, client
     match target {
         Address::Domain(name, port) => {
             let listener = Rc::clone(listener);
-            Resolver::resolve(cx, &name, move |cx, result| match result {
+            Resolver::resolve(cx, Client::Datagrams(client), &name, move |cx, result| match result {
                 Ok(addrs) => {
                     let dest = SocketAddr::new(addrs[0], port);
                     forward(cx, &listener, peer, client, dest, &payload, new_session.take());
