@@ -81,8 +81,8 @@ impl ServerCodec {
 
     /// Encrypt bytes for the client. `record` is the replay filter's check-and-insert: a
     /// SIP004 response salt goes into it (see [`Encryptor::with_recorded_salt`]). SIP022
-    /// response salts need not: a response header's type byte differs from a request's, so
-    /// a reflected response is refused anyway.
+    /// response salts need not: a response header differs from a request's (its type, and
+    /// the request salt it carries), so a reflected response never authenticates.
     pub fn down(
         &mut self,
         key: &Key,
