@@ -676,7 +676,8 @@ struct RawConfig {
 struct Layer {
     server: Option<Vec<Host>>,
     server_port: Option<u16>,
-    password: Option<String>,
+    /// Wiped when dropped: a layer whose password another layer overrides is dropped.
+    password: Option<Zeroizing<String>>,
     method: Option<String>,
     timeout: Option<u64>,
     local_address: Option<Host>,
@@ -814,7 +815,7 @@ fn file_layer(text: &str, role: Role, warnings: &mut Vec<String>) -> Result<Laye
         )?);
     }
     if let Some(v) = &raw.password {
-        l.password = Some(json_string("password", v)?.to_owned());
+        l.password = Some(Zeroizing::new(json_string("password", v)?.to_owned()));
     }
     if let Some(v) = &raw.method {
         l.method = Some(method_from_text(json_string("method", v)?)?);
@@ -866,7 +867,7 @@ fn url_layer(url: &str, warnings: &mut Vec<String>) -> Result<Layer, ConfigError
     Ok(Layer {
         server: Some(vec![u.host]),
         server_port: Some(u.port),
-        password: Some(u.password),
+        password: Some(Zeroizing::new(u.password)),
         method: Some(u.method),
         ..Layer::default()
     })
@@ -881,7 +882,7 @@ fn flag_layer(args: &CommonArgs, tunnel: Option<&str>, warnings: &mut Vec<String
     if let Some(p) = &args.server_port {
         l.server_port = Some(port_from_text("server_port", p)?);
     }
-    l.password = args.password.clone();
+    l.password = args.password.clone().map(Zeroizing::new);
     if let Some(m) = &args.method {
         l.method = Some(method_from_text(m)?);
     }
@@ -1228,7 +1229,7 @@ impl Config {
             role,
             server,
             server_port,
-            password: Zeroizing::new(password),
+            password,
             method,
             timeout: merged.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs),
             local_address,
