@@ -99,6 +99,11 @@ fn main() {
             write_pieces(&[3, 40], &mut seed);
             seed.extend_from_slice(&wire);
             save(&dir, "sip022_header", &format!("request-{i}-{}", method.name()), &seed);
+            // The in-place target reads the same layout; flags 5: empty requests allowed (as
+            // ssserver runs it), plaintext sent after every read.
+            save(&dir, "sip022_open_in_place", &format!("request-{i}-{}", method.name()), &seed);
+            seed[1] = 5;
+            save(&dir, "sip022_open_in_place", &format!("request-{i}-sent-{}", method.name()), &seed);
         }
         let mut enc = ResponseEncryptor::with_salt(&key, &salt, &request_salt(*method)).unwrap();
         enc.set_clock(fixed_clock);
@@ -109,6 +114,7 @@ fn main() {
         write_pieces(&[10], &mut seed);
         seed.extend_from_slice(&wire);
         save(&dir, "sip022_header", &format!("response-{}", method.name()), &seed);
+        save(&dir, "sip022_open_in_place", &format!("response-{}", method.name()), &seed);
     }
 
     // udp_packet: a few datagrams per input, SIP004 and SIP022 (with a replayed one).
