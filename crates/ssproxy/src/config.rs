@@ -2022,7 +2022,15 @@ mod tests {
         ] {
             assert!(d.contains(ip.parse().unwrap()), "{ip} should be forbidden");
         }
-        for ip in ["8.8.8.8", "2001:db8::1", "fec0::1", "::2", "172.32.0.1", "100.128.0.1", "11.0.0.1"] {
+        for ip in [
+            "8.8.8.8",
+            "2001:db8::1",
+            "fec0::1",
+            "::2",
+            "172.32.0.1",
+            "100.128.0.1",
+            "11.0.0.1",
+        ] {
             assert!(!d.contains(ip.parse().unwrap()), "{ip} should be allowed");
         }
         // From the file: array form, string form, and an explicitly empty list.

@@ -184,7 +184,11 @@ fn sip004_server_response_reflected_as_a_request_is_refused() {
         assert_eq!(as_request, reply);
 
         let back = send_as_new_client(local_addr(port), &captured);
-        assert!(back.is_empty(), "{method}: the reflection got {} bytes back", back.len());
+        assert!(
+            back.is_empty(),
+            "{method}: the reflection got {} bytes back",
+            back.len()
+        );
         assert_eq!(
             (sink.accepted(), sink.received()),
             (0, Vec::new()),
@@ -318,7 +322,10 @@ fn probe_close_time_case(name: &str, method: &str, password: &str, bytes_to_fail
         .into_iter()
         .map(|(what, t)| {
             let (when, reset) = t.join().unwrap();
-            eprintln!("{method}: {what}: closed after {when:?} by {}", if reset { "reset" } else { "FIN" });
+            eprintln!(
+                "{method}: {what}: closed after {when:?} by {}",
+                if reset { "reset" } else { "FIN" }
+            );
             (what, when, reset)
         })
         .collect();
@@ -333,7 +340,10 @@ fn probe_close_time_case(name: &str, method: &str, password: &str, bytes_to_fail
             "{method}: {what}: closed after {when:?}, the first probe after {first_when:?}: \
              the close time tells when authentication failed"
         );
-        assert_eq!(reset, first_reset, "{method}: {what}: closed another way than the first probe");
+        assert_eq!(
+            reset, first_reset,
+            "{method}: {what}: closed another way than the first probe"
+        );
     }
 }
 
@@ -406,7 +416,11 @@ fn forbidden_destination_refusal_names_the_rule_and_how_to_allow_it() {
     assert!(back.is_empty());
     assert_eq!(sink.accepted(), 0, "a loopback destination was reached");
     let wanted = format!("refusing to relay to {}: it is in 127.0.0.0/8", sink.addr);
-    assert!(log_shows(&server, &wanted, Duration::from_secs(2)), "{}", server.log_text());
+    assert!(
+        log_shows(&server, &wanted, Duration::from_secs(2)),
+        "{}",
+        server.log_text()
+    );
     let log = server.log_text();
     let line = log.lines().find(|l| l.contains(&wanted)).unwrap();
     assert!(line.contains("INFO") && line.contains("forbidden_ip"), "{line}");
@@ -426,7 +440,20 @@ fn tunnel_to_a_name_resolving_to_a_forbidden_address_is_refused() {
             "tunnel-name-sslocal",
             &ours("sslocal"),
             &[
-                "-s", V4, "-p", &sp, "-k", "pw", "-m", "aes-128-gcm", "-l", &lp, "--tunnel", &tunnel, "--workers", "1",
+                "-s",
+                V4,
+                "-p",
+                &sp,
+                "-k",
+                "pw",
+                "-m",
+                "aes-128-gcm",
+                "-l",
+                &lp,
+                "--tunnel",
+                &tunnel,
+                "--workers",
+                "1",
             ],
         );
         wait_for_port(local_port);
@@ -439,7 +466,11 @@ fn tunnel_to_a_name_resolving_to_a_forbidden_address_is_refused() {
     run(port);
     assert_eq!(sink.accepted(), 0, "the tunnel's name reached a loopback destination");
     let wanted = format!("refusing to relay to 127.0.0.1:{}", sink.addr.port());
-    assert!(log_shows(&server, &wanted, Duration::from_secs(2)), "{}", server.log_text());
+    assert!(
+        log_shows(&server, &wanted, Duration::from_secs(2)),
+        "{}",
+        server.log_text()
+    );
     drop(server);
 
     // The same tunnel works where the server allows loopback: the refusal above was the check.
@@ -465,23 +496,36 @@ fn exits_within(proc: &mut Proc, within: Duration) -> Option<std::process::ExitS
 /// only, and sslocal.
 #[test]
 fn second_program_on_an_occupied_port_exits_instead_of_sharing_it() {
-    let cases: [(&str, &[&str]); 3] = [
-        ("ssserver", &[]),
-        ("ssserver", &["-U"]),
-        ("sslocal", &[]),
-    ];
+    let cases: [(&str, &[&str]); 3] = [("ssserver", &[]), ("ssserver", &["-U"]), ("sslocal", &[])];
     for (program, extra) in cases {
         let port = free_port();
         let p = port.to_string();
         let mut args = vec!["-s", V4, "-p", &p, "-k", "pw", "-m", "aes-128-gcm", "--workers", "2"];
         if program == "sslocal" {
             args = vec![
-                "-s", V4, "-p", "8388", "-k", "pw", "-m", "aes-128-gcm", "-b", V4, "-l", &p, "--workers", "2",
+                "-s",
+                V4,
+                "-p",
+                "8388",
+                "-k",
+                "pw",
+                "-m",
+                "aes-128-gcm",
+                "-b",
+                V4,
+                "-l",
+                &p,
+                "--workers",
+                "2",
             ];
         }
         args.extend_from_slice(extra);
         let first = Proc::spawn(&format!("first-{program}"), &ours(program), &args);
-        assert!(log_shows(&first, "listening on", Duration::from_secs(10)), "{}", first.log_text());
+        assert!(
+            log_shows(&first, "listening on", Duration::from_secs(10)),
+            "{}",
+            first.log_text()
+        );
         let mut second = Proc::spawn(&format!("second-{program}"), &ours(program), &args);
         let status = exits_within(&mut second, Duration::from_secs(5));
         let log = second.log_text();
@@ -508,9 +552,28 @@ fn sslocal_on_a_non_loopback_address_warns_at_start() {
         let local = Proc::spawn(
             "open-sslocal",
             &ours("sslocal"),
-            &["-s", V4, "-p", "8388", "-k", "pw", "-m", "aes-128-gcm", "-b", bind, "-l", &p, "--workers", "1"],
+            &[
+                "-s",
+                V4,
+                "-p",
+                "8388",
+                "-k",
+                "pw",
+                "-m",
+                "aes-128-gcm",
+                "-b",
+                bind,
+                "-l",
+                &p,
+                "--workers",
+                "1",
+            ],
         );
-        assert!(log_shows(&local, "listening on", Duration::from_secs(10)), "{}", local.log_text());
+        assert!(
+            log_shows(&local, "listening on", Duration::from_secs(10)),
+            "{}",
+            local.log_text()
+        );
         let log = local.log_text();
         assert_eq!(
             log.contains("not a loopback address") && log.contains("WARN"),
@@ -540,7 +603,11 @@ fn config_file_with_a_password_readable_by_others_warns() {
         std::fs::write(&path, json).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         let server = Proc::spawn("config-mode", &ours("ssserver"), &["-c", path.to_str().unwrap()]);
-        assert!(log_shows(&server, "listening on", Duration::from_secs(10)), "{}", server.log_text());
+        assert!(
+            log_shows(&server, "listening on", Duration::from_secs(10)),
+            "{}",
+            server.log_text()
+        );
         let log = server.log_text();
         assert_eq!(log.contains("readable by other users"), warns, "mode {mode:o}: {log}");
         assert!(!log.contains("file-secret"), "the password reached the log: {log}");
@@ -564,7 +631,10 @@ fn invalid_base64_key_is_reported_without_its_characters() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(out.status.code(), Some(2), "{text}");
-    assert!(text.contains("not valid base64") && text.contains("offset 12"), "{text}");
+    assert!(
+        text.contains("not valid base64") && text.contains("offset 12"),
+        "{text}"
+    );
     for leak in ["$", "36", "AAEC", "QoLDA"] {
         assert!(!text.contains(leak), "{leak:?} leaked: {text}");
     }

@@ -355,7 +355,10 @@ mod tests {
     #[test]
     fn invalid_base64_key_is_reported_without_its_characters() {
         // '$' is byte 36, '~' byte 126: neither may appear, in any form.
-        for (bad, offset) in [("AAEC$wQFBgcICQoLDA0ODw==", "offset 4"), ("AAECAwQFBgcICQoLDA0OD~==", "offset 21")] {
+        for (bad, offset) in [
+            ("AAEC$wQFBgcICQoLDA0ODw==", "offset 4"),
+            ("AAECAwQFBgcICQoLDA0OD~==", "offset 21"),
+        ] {
             let e = Key::new(Method::Blake3Aes128Gcm, bad).unwrap_err().to_string();
             assert!(e.contains(offset), "{e}");
             for leak in ["$", "~", "36", "126", "AAEC", "0x24", "0x7e"] {
