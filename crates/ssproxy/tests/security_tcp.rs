@@ -491,6 +491,20 @@ fn exits_within(proc: &mut Proc, within: Duration) -> Option<std::process::ExitS
     proc.signal_and_wait(0, within)
 }
 
+/// sslocal's flags for SOCKS5 on `bind`:`port` (its server, never contacted here, on 8388).
+fn sslocal_args<'a>(bind: &'a str, port: &'a str, workers: &'a str) -> Vec<&'a str> {
+    let server = ["-s", V4, "-p", "8388", "-k", "pw", "-m", "aes-128-gcm"];
+    [&server[..], &["-b", bind, "-l", port, "--workers", workers]].concat()
+}
+
+/// Starts `program` with `args` and waits (bounded) until it says it listens.
+fn spawn_listening(name: &str, program: &str, args: &[&str]) -> Proc {
+    let proc = Proc::spawn(name, &ours(program), args);
+    let started = log_shows(&proc, "listening on", Duration::from_secs(10));
+    assert!(started, "{name} did not start: {}", proc.log_text());
+    proc
+}
+
 /// Two servers on one port would share it silently through `SO_REUSEPORT`, and the kernel
 /// would spread clients over both; the second must exit with a clear error instead. TCP, UDP
 /// only, and sslocal.
@@ -500,32 +514,12 @@ fn second_program_on_an_occupied_port_exits_instead_of_sharing_it() {
     for (program, extra) in cases {
         let port = free_port();
         let p = port.to_string();
-        let mut args = vec!["-s", V4, "-p", &p, "-k", "pw", "-m", "aes-128-gcm", "--workers", "2"];
-        if program == "sslocal" {
-            args = vec![
-                "-s",
-                V4,
-                "-p",
-                "8388",
-                "-k",
-                "pw",
-                "-m",
-                "aes-128-gcm",
-                "-b",
-                V4,
-                "-l",
-                &p,
-                "--workers",
-                "2",
-            ];
-        }
+        let mut args = match program {
+            "sslocal" => sslocal_args(V4, &p, "2"),
+            _ => vec!["-s", V4, "-p", &p, "-k", "pw", "-m", "aes-128-gcm", "--workers", "2"],
+        };
         args.extend_from_slice(extra);
-        let first = Proc::spawn(&format!("first-{program}"), &ours(program), &args);
-        assert!(
-            log_shows(&first, "listening on", Duration::from_secs(10)),
-            "{}",
-            first.log_text()
-        );
+        let first = spawn_listening(&format!("first-{program}"), program, &args);
         let mut second = Proc::spawn(&format!("second-{program}"), &ours(program), &args);
         let status = exits_within(&mut second, Duration::from_secs(5));
         let log = second.log_text();
@@ -547,33 +541,8 @@ fn second_program_on_an_occupied_port_exits_instead_of_sharing_it() {
 #[test]
 fn sslocal_on_a_non_loopback_address_warns_at_start() {
     for (bind, warns) in [("0.0.0.0", true), (V4, false)] {
-        let port = free_port();
-        let p = port.to_string();
-        let local = Proc::spawn(
-            "open-sslocal",
-            &ours("sslocal"),
-            &[
-                "-s",
-                V4,
-                "-p",
-                "8388",
-                "-k",
-                "pw",
-                "-m",
-                "aes-128-gcm",
-                "-b",
-                bind,
-                "-l",
-                &p,
-                "--workers",
-                "1",
-            ],
-        );
-        assert!(
-            log_shows(&local, "listening on", Duration::from_secs(10)),
-            "{}",
-            local.log_text()
-        );
+        let p = free_port().to_string();
+        let local = spawn_listening("open-sslocal", "sslocal", &sslocal_args(bind, &p, "1"));
         let log = local.log_text();
         assert_eq!(
             log.contains("not a loopback address") && log.contains("WARN"),
@@ -602,12 +571,7 @@ fn config_file_with_a_password_readable_by_others_warns() {
         );
         std::fs::write(&path, json).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-        let server = Proc::spawn("config-mode", &ours("ssserver"), &["-c", path.to_str().unwrap()]);
-        assert!(
-            log_shows(&server, "listening on", Duration::from_secs(10)),
-            "{}",
-            server.log_text()
-        );
+        let server = spawn_listening("config-mode", "ssserver", &["-c", path.to_str().unwrap()]);
         let log = server.log_text();
         assert_eq!(log.contains("readable by other users"), warns, "mode {mode:o}: {log}");
         assert!(!log.contains("file-secret"), "the password reached the log: {log}");
