@@ -77,9 +77,7 @@ impl Shared {
                 .check_and_insert(salt)
         }
     }
-}
 
-impl Shared {
     /// Server: why relaying to `dest` is refused (the `forbidden_ip` rule it matched and how
     /// to allow it), or `None` if it is allowed. Locals relay anywhere their server will.
     pub fn forbidden_reason(&self, dest: SocketAddr) -> Option<String> {
