@@ -15,7 +15,7 @@ use std::io::IoSliceMut;
 use std::mem;
 
 use super::cipher::{Aead, NonceCounter};
-use super::{Error, Key, MAX_KEY_LEN, SaltHook, TAG_LEN, fill_random};
+use super::{Error, Key, MAX_KEY_LEN, SaltHook, TAG_LEN, fill_recorded_salt};
 
 /// The sealing half of a stream: session AEAD plus nonce counter.
 pub(crate) struct Sealer {
@@ -415,27 +415,18 @@ impl Salt {
 
     /// A fresh random salt of `len` bytes.
     pub(crate) fn random(len: usize) -> Result<Salt, Error> {
+        Salt::random_recorded(len, &mut |_| true)
+    }
+
+    /// A fresh random salt of `len` bytes that `record` accepted (see
+    /// [`fill_recorded_salt`]).
+    pub(crate) fn random_recorded(len: usize, record: &mut dyn FnMut(&[u8]) -> bool) -> Result<Salt, Error> {
         let mut salt = Salt {
             bytes: [0; MAX_KEY_LEN],
             len,
         };
-        fill_random(&mut salt.bytes[..len])?;
+        fill_recorded_salt(&mut salt.bytes[..len], record)?;
         Ok(salt)
-    }
-
-    /// A fresh random salt of `len` bytes that `record` accepted (see
-    /// [`Encryptor::with_recorded_salt`]). Refused draws are retried a few times: with a
-    /// working RNG a second refusal is already a one-in-a-trillion event, so running out means
-    /// the RNG repeats itself.
-    pub(crate) fn random_recorded(len: usize, record: &mut dyn FnMut(&[u8]) -> bool) -> Result<Salt, Error> {
-        const DRAWS: usize = 4;
-        for _ in 0..DRAWS {
-            let salt = Salt::random(len)?;
-            if record(salt.get()) {
-                return Ok(salt);
-            }
-        }
-        Err(Error::Random)
     }
 
     /// The salt bytes.
@@ -496,7 +487,8 @@ impl Encryptor {
     /// An encryptor with a fresh random salt that `record` accepted. `record` is the replay
     /// filter's check-and-insert: recording our own salts means a captured stream of ours,
     /// sent back to us as if it were the peer's, is refused as a replay (reflection); a salt
-    /// the filter already holds (a Bloom false positive, in practice) is drawn again.
+    /// the filter already holds (a Bloom false positive, in practice) is drawn again, and
+    /// [`Error::ReplayedSalt`] comes back if every draw is refused.
     pub fn with_recorded_salt(key: &Key, record: &mut dyn FnMut(&[u8]) -> bool) -> Result<Encryptor, Error> {
         require_sip004(key, "SIP004 stream encryption")?;
         let salt = Salt::random_recorded(key.method().salt_len(), record)?;
@@ -997,7 +989,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_refused_salt_is_drawn_again_and_a_stuck_rng_is_an_error() {
+    fn a_refused_salt_is_drawn_again_and_a_filter_refusing_all_is_an_error() {
         let key = Key::new(Method::Aes256Gcm, "pw").unwrap();
         let mut offered = Vec::new();
         let enc = Encryptor::with_recorded_salt(&key, &mut |salt| {
@@ -1010,7 +1002,7 @@ pub(crate) mod tests {
         assert_eq!(enc.salt(), &offered[1][..]);
         assert!(matches!(
             Encryptor::with_recorded_salt(&key, &mut |_| false),
-            Err(Error::Random)
+            Err(Error::ReplayedSalt)
         ));
     }
 }
