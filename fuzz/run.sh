@@ -8,7 +8,7 @@ set -u
 cd "$(dirname "$0")"
 secs=${1:-30}
 [ $# -gt 0 ] && shift
-targets=${*:-"socks5 address aead_chunks sip022_header udp_packet config dns_answer"}
+targets=${*:-"socks5 address aead_chunks sip022_header sip022_open_in_place udp_packet config dns_answer"}
 toolchain=${FUZZ_TOOLCHAIN:-+nightly}
 
 cargo $toolchain fuzz build -a || exit 1
@@ -16,7 +16,7 @@ failed=""
 for t in $targets; do
     mkdir -p "work/$t"
     case $t in
-        aead_chunks | sip022_header) max_len=20000 ;;
+        aead_chunks | sip022_header | sip022_open_in_place) max_len=20000 ;;
         *) max_len=4096 ;;
     esac
     cargo $toolchain fuzz run -a "$t" "work/$t" "corpus/$t" -- \

@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
             let url = config.to_ss_url();
             let back = parse_ss_url(&url).unwrap_or_else(|e| panic!("{url:?} from a valid config: {e}"));
             assert_eq!(back.method, config.method);
-            assert_eq!(back.password, config.password);
+            assert_eq!(back.password, *config.password);
             assert_eq!(back.host, config.server[0]);
             assert_eq!(back.port, config.server_port);
         }

@@ -127,7 +127,13 @@ fn main() {
             let mut seed = vec![m as u8, 0];
             write_pieces(&[3, 40], &mut seed);
             seed.extend_from_slice(&wire);
-            save(&dir, "sip022_header", &format!("request-{i}-{}", method.name()), &seed);
+            let name = format!("request-{i}-{}", method.name());
+            save(&dir, "sip022_header", &name, &seed);
+            // The in-place target reads the same layout; flags 5: empty requests allowed (as
+            // ssserver runs it), plaintext sent after every read.
+            save(&dir, "sip022_open_in_place", &name, &seed);
+            seed[1] = 5;
+            save(&dir, "sip022_open_in_place", &format!("{name}-sent"), &seed);
         }
         let mut enc = ResponseEncryptor::with_salt(&key, &salt, &request_salt(*method)).unwrap();
         enc.set_clock(fixed_clock);
@@ -137,7 +143,9 @@ fn main() {
         let mut seed = vec![m as u8, 2];
         write_pieces(&[10], &mut seed);
         seed.extend_from_slice(&wire);
-        save(&dir, "sip022_header", &format!("response-{}", method.name()), &seed);
+        let name = format!("response-{}", method.name());
+        save(&dir, "sip022_header", &name, &seed);
+        save(&dir, "sip022_open_in_place", &name, &seed);
     }
 
     // udp_packet: a few datagrams per input, SIP004 and SIP022 (with a replayed one).

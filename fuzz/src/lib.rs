@@ -9,13 +9,15 @@
 //! - `sip022_header`: `[method][flags][k][k × u16 LE piece lengths][stream]`; flags bit 0:
 //!   allow empty requests, bit 1: the stream is a response (`ResponseDecryptor`) instead of a
 //!   request (`RequestDecryptor`).
+//! - `sip022_open_in_place`: the `sip022_header` layout (and seeds); flags bit 2: the
+//!   plaintext is taken off the queue after every read instead of staying in front.
 //! - `udp_packet`: `[method][flags][packets: u16 LE length, bytes]...`; methods 0..4 are SIP004
 //!   (`decrypt_packet`), 4..7 SIP022 (`UdpCipher::open` then `UdpReceiver::open`); flags bit 0:
 //!   receive as a client (server packets) instead of as a server.
 //! - `dns_answer`: `[order][DNS message]`, `order % 4` picking an [`AddressOrder`](ssproxy::dns::AddressOrder).
 //! - `socks5`, `address`, `config`: the raw bytes.
 
-use ssproxy::crypto::{Key, Method};
+use ssproxy::crypto::{Error, Key, Method, RequestDecryptor, ResponseDecryptor};
 
 /// The clock every decoder runs with, so that seeds with SIP022 timestamps stay valid.
 pub const NOW: u64 = 1_700_000_000;
@@ -116,4 +118,71 @@ pub fn read_records(mut data: &[u8], max: usize) -> Vec<&[u8]> {
 pub fn write_record(record: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(record.len() as u16).to_le_bytes());
     out.extend_from_slice(record);
+}
+
+/// A SIP022 stream decoder as the `sip022_*` targets select it from their flags byte: bit 1
+/// clear, ssserver's request decoder (bit 0: empty requests allowed); set, sslocal's response
+/// decoder for [`request_salt`]. Both run on the fixed key and clock, with a salt hook that
+/// counts its calls in `hook_calls` and calls every salt fresh except one starting with 0xEE
+/// (the replay path).
+pub enum Sip022Decoder {
+    /// ssserver's side.
+    Request(RequestDecryptor),
+    /// sslocal's side.
+    Response(ResponseDecryptor),
+}
+
+impl Sip022Decoder {
+    /// The decoder `flags` selects, for `method`.
+    pub fn new(flags: u8, method: Method, hook_calls: std::rc::Rc<std::cell::Cell<u32>>) -> Sip022Decoder {
+        let key = key(method);
+        let hook = Box::new(move |salt: &[u8]| {
+            hook_calls.set(hook_calls.get() + 1);
+            salt[0] != 0xEE
+        });
+        if flags & 2 == 0 {
+            let mut d = RequestDecryptor::new(&key).expect("a SIP022 key");
+            d.set_clock(fixed_clock);
+            d.allow_empty_request(flags & 1 == 1);
+            d.set_salt_hook(hook);
+            Sip022Decoder::Request(d)
+        } else {
+            let mut d = ResponseDecryptor::new(&key, &request_salt(method)).expect("a SIP022 key");
+            d.set_clock(fixed_clock);
+            d.set_salt_hook(hook);
+            Sip022Decoder::Response(d)
+        }
+    }
+
+    /// `feed` of the decoder.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        match self {
+            Sip022Decoder::Request(d) => d.feed(input, out),
+            Sip022Decoder::Response(d) => d.feed(input, out),
+        }
+    }
+
+    /// `open_in_place` of the decoder.
+    pub fn open_in_place(&mut self, buf: &mut [u8], out: &mut usize, raw: &mut usize) -> Result<(), Error> {
+        match self {
+            Sip022Decoder::Request(d) => d.open_in_place(buf, out, raw),
+            Sip022Decoder::Response(d) => d.open_in_place(buf, out, raw),
+        }
+    }
+
+    /// Ciphertext held for the next call.
+    pub fn buffered(&self) -> usize {
+        match self {
+            Sip022Decoder::Request(d) => d.buffered(),
+            Sip022Decoder::Response(d) => d.buffered(),
+        }
+    }
+
+    /// The request's target address, once decrypted (requests only).
+    pub fn target(&self) -> Option<Vec<u8>> {
+        match self {
+            Sip022Decoder::Request(d) => d.target().map(<[u8]>::to_vec),
+            Sip022Decoder::Response(_) => None,
+        }
+    }
 }

@@ -68,6 +68,22 @@ fn resolve_host(host: &Host, port: u16) -> io::Result<Vec<SocketAddr>> {
     }
 }
 
+/// sslocal's SOCKS5 has no authentication (nor has a tunnel): listening beyond loopback lets
+/// anyone who can reach the port use the server, and its key, as their own.
+fn warn_if_open_to_others(listen: &[SocketAddr], tunnel: Option<&Address>) {
+    for addr in listen.iter().filter(|a| !a.ip().to_canonical().is_loopback()) {
+        let what = match tunnel {
+            Some(t) => format!("a tunnel to {t}"),
+            None => "SOCKS5 without authentication".to_owned(),
+        };
+        log::warn!(
+            "sslocal listens on {addr}, which is not a loopback address, and offers {what}: anyone \
+             who can reach that port can use your server; bind to 127.0.0.1 (-b / local_address) \
+             unless that is what you want"
+        );
+    }
+}
+
 /// Build everything from the configuration and run until a signal ends it.
 pub fn run(config: Config) -> io::Result<()> {
     config.log_warnings();
@@ -100,6 +116,9 @@ pub fn run(config: Config) -> io::Result<()> {
             )
         }
     };
+    if let Role::Local { tunnel, .. } = &role {
+        warn_if_open_to_others(&listen_addrs, tunnel.as_ref());
+    }
     let mut resolver = ResolverConfig::default();
     if !config.nameservers.is_empty() {
         resolver.nameservers = config.nameservers.clone();
@@ -118,8 +137,9 @@ pub fn run(config: Config) -> io::Result<()> {
         resolver.max_queries_per_client = cap;
     }
     let mut replay = PingPongBloom::new(REPLAY_CAPACITY, REPLAY_FP_RATE);
-    // Only a server checks salts, and SIP022 ones go to the salt pool instead; where the
-    // filter is never consulted its zeroed pages stay untouched and cost nothing.
+    // SIP022 salts go to the salt pool instead; where the filter is never consulted its
+    // zeroed pages stay untouched and cost nothing. A local records its own salts and checks
+    // the server's, one per stream: its pages fill in slowly, so it is left lazy.
     if matches!(role, Role::Server) && !method.is_2022() {
         replay.make_resident();
     }

@@ -27,6 +27,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, general_purpose::URL_SAFE_NO_PAD};
 use serde::Deserialize;
 use serde_json::Value;
+use zeroize::Zeroizing;
 
 use crate::protocol::Address;
 
@@ -83,9 +84,12 @@ fn check_2022_password(method: &str, password: &str) -> Result<(), String> {
             "{method} takes a single base64 key; multi-user identity keys (iPSK:uPSK) are not supported"
         ));
     }
-    let key = B64_STANDARD
-        .decode(password)
-        .map_err(|e| format!("{method} needs a base64-encoded {want}-byte key, and this is not valid base64 ({e})"))?;
+    let key = B64_STANDARD.decode(password).map(Zeroizing::new).map_err(|e| {
+        format!(
+            "{method} needs a base64-encoded {want}-byte key, and this is not valid base64 ({})",
+            crate::crypto::key::describe_base64_error(&e)
+        )
+    })?;
     if key.len() != want {
         return Err(format!(
             "{method} needs a base64-encoded {want}-byte key, got {} bytes",
@@ -361,9 +365,14 @@ impl IpSet {
     }
 
     /// The default `forbidden_ip`: loopback (127.0.0.0/8, ::1), unspecified ("this network"
-    /// 0.0.0.0/8, ::) and link-local (169.254.0.0/16, fe80::/10).
+    /// 0.0.0.0/8, ::), link-local (169.254.0.0/16, fe80::/10), and the private ranges
+    /// (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, carrier-grade NAT 100.64.0.0/10, unique
+    /// local fc00::/7), as outline-ss-server does: a server's key holders should not reach
+    /// the networks behind it unless its operator says so. IPv4-mapped IPv6 addresses are
+    /// covered by [`IpSet::contains`].
     pub fn default_forbidden() -> IpSet {
-        "127.0.0.0/8,::1,0.0.0.0/8,::/128,169.254.0.0/16,fe80::/10"
+        "127.0.0.0/8,::1,0.0.0.0/8,::/128,169.254.0.0/16,fe80::/10,\
+         10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7"
             .parse()
             .expect("valid default list")
     }
@@ -378,13 +387,19 @@ impl IpSet {
     /// Whether `ip` is in any network of the set. An IPv4-mapped IPv6 address
     /// (`::ffff:a.b.c.d`) is also checked as the IPv4 address it maps.
     pub fn contains(&self, ip: IpAddr) -> bool {
+        self.matching(ip).is_some()
+    }
+
+    /// The first network of the set that holds `ip` (as [`IpSet::contains`]): the rule a
+    /// refusal names in the log.
+    pub fn matching(&self, ip: IpAddr) -> Option<&Cidr> {
         let mapped = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
             IpAddr::V4(_) => None,
         };
         self.nets
             .iter()
-            .any(|n| n.contains(ip) || mapped.is_some_and(|m| n.contains(m)))
+            .find(|n| n.contains(ip) || mapped.is_some_and(|m| n.contains(m)))
     }
 
     /// Whether the set is empty.
@@ -676,7 +691,8 @@ struct RawConfig {
 struct Layer {
     server: Option<Vec<Host>>,
     server_port: Option<u16>,
-    password: Option<String>,
+    /// Wiped when dropped: a layer whose password another layer overrides is dropped.
+    password: Option<Zeroizing<String>>,
     method: Option<String>,
     timeout: Option<u64>,
     local_address: Option<Host>,
@@ -826,7 +842,7 @@ fn file_layer(text: &str, role: Role, warnings: &mut Vec<String>) -> Result<Laye
         )?);
     }
     if let Some(v) = &raw.password {
-        l.password = Some(json_string("password", v)?.to_owned());
+        l.password = Some(Zeroizing::new(json_string("password", v)?.to_owned()));
     }
     if let Some(v) = &raw.method {
         l.method = Some(method_from_text(json_string("method", v)?)?);
@@ -902,7 +918,7 @@ fn url_layer(url: &str, warnings: &mut Vec<String>) -> Result<Layer, ConfigError
     Ok(Layer {
         server: Some(vec![u.host]),
         server_port: Some(u.port),
-        password: Some(u.password),
+        password: Some(Zeroizing::new(u.password)),
         method: Some(u.method),
         ..Layer::default()
     })
@@ -917,7 +933,7 @@ fn flag_layer(args: &CommonArgs, tunnel: Option<&str>, warnings: &mut Vec<String
     if let Some(p) = &args.server_port {
         l.server_port = Some(port_from_text("server_port", p)?);
     }
-    l.password = args.password.clone();
+    l.password = args.password.clone().map(Zeroizing::new);
     if let Some(m) = &args.method {
         l.method = Some(method_from_text(m)?);
     }
@@ -1127,8 +1143,9 @@ pub struct Config {
     pub server: Vec<Host>,
     /// The server port (required).
     pub server_port: u16,
-    /// The password; for 2022 methods a base64 key already checked for length. Redacted in Debug.
-    pub password: String,
+    /// The password; for 2022 methods a base64 key already checked for length. Redacted in
+    /// Debug, wiped when dropped.
+    pub password: Zeroizing<String>,
     /// The cipher, one of [`Method::ALL`] in its canonical spelling.
     pub method: String,
     /// Idle timeout (default 300 s).
@@ -1144,7 +1161,8 @@ pub struct Config {
     pub fast_open: bool,
     /// DNS servers for targets; empty = the system resolver.
     pub nameservers: Vec<SocketAddr>,
-    /// Addresses the server must not connect to (and sslocal must not tunnel to).
+    /// Addresses the server must not connect to (checked after resolution, so a name that
+    /// resolves into one is refused too).
     pub forbidden_ip: IpSet,
     /// Worker threads, if given.
     pub workers: Option<usize>,
@@ -1206,10 +1224,16 @@ impl Config {
     pub fn load<A: ProgramArgs>(args: &A) -> Result<Config, ConfigError> {
         let common = args.common();
         let text = match &common.config {
-            Some(path) => Some(read_file(path)?),
+            Some(path) => Some(Zeroizing::new(read_file(path)?)),
             None => None,
         };
-        Config::build(A::ROLE, text.as_deref(), common, args.tunnel())
+        let mut config = Config::build(A::ROLE, text.as_deref().map(String::as_str), common, args.tunnel())?;
+        if let (Some(path), Some(text)) = (&common.config, &text)
+            && let Some(warning) = exposed_password_warning(path, text, A::ROLE)
+        {
+            config.warnings.push(warning);
+        }
+        Ok(config)
     }
 
     /// Parses and validates a JSON configuration alone (no flags).
@@ -1300,9 +1324,9 @@ impl Config {
 
     /// For a 2022 method, the pre-shared key the password encodes (already validated by
     /// loading); `None` for other methods.
-    pub fn key_2022(&self) -> Option<Vec<u8>> {
+    pub fn key_2022(&self) -> Option<Zeroizing<Vec<u8>>> {
         key_len_2022(&self.method)?;
-        B64_STANDARD.decode(&self.password).ok()
+        B64_STANDARD.decode(self.password.as_bytes()).ok().map(Zeroizing::new)
     }
 
     /// Every `server` host with `server_port`.
@@ -1326,13 +1350,31 @@ impl Config {
     pub fn to_ss_url(&self) -> String {
         to_ss_url(&ServerUrl {
             method: self.method.clone(),
-            password: self.password.clone(),
+            password: self.password.to_string(),
             host: self.server[0].clone(),
             port: self.server_port,
             plugin: None,
             tag: None,
         })
     }
+}
+
+/// A warning if the config file at `path` holds a password and other users may read it
+/// (group or world read permission): they would hold the key to the server.
+fn exposed_password_warning(path: &Path, text: &str, role: Role) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    if mode & 0o044 == 0 {
+        return None;
+    }
+    file_layer(text, role, &mut Vec::new()).ok()?.password?;
+    Some(format!(
+        "config: {} holds the password and is readable by other users (mode {:o}); \
+         make it private with `chmod 600 {}`",
+        path.display(),
+        mode & 0o777,
+        path.display()
+    ))
 }
 
 fn read_file(path: &Path) -> Result<String, ConfigError> {
@@ -1628,7 +1670,7 @@ mod tests {
         assert_eq!(c.server, [Host::Ip("1.2.3.4".parse().unwrap())]);
         assert_eq!(c.server_port, 8388);
         assert_eq!(c.method, "aes-256-gcm");
-        assert_eq!(c.password, "pw");
+        assert_eq!(*c.password, "pw");
         assert_eq!(c.timeout, Duration::from_secs(300));
         assert_eq!(c.local_address, Some(Host::Ip("127.0.0.1".parse().unwrap())));
         assert_eq!(c.local_port, Some(1080));
@@ -1815,7 +1857,7 @@ mod tests {
         assert!(e.starts_with("config: invalid JSON at line 3 column "), "{e}");
         // A comment marker inside a string is not a comment.
         let c = Config::from_json(Role::Local, &with("password", "a//b/*c".into())).unwrap();
-        assert_eq!(c.password, "a//b/*c");
+        assert_eq!(*c.password, "a//b/*c");
     }
 
     #[test]
@@ -1830,7 +1872,7 @@ mod tests {
         assert!(ok("2022-blake3-chacha20-poly1305", KEY32).is_ok());
         assert!(ok("2022-blake3-aes-128-gcm", KEY16).is_ok());
         let c = ok("2022-blake3-aes-128-gcm", KEY16).unwrap();
-        assert_eq!(c.key_2022().unwrap(), (0u8..16).collect::<Vec<_>>());
+        assert_eq!(*c.key_2022().unwrap(), (0u8..16).collect::<Vec<_>>());
         assert_eq!(
             Config::from_json(Role::Local, &Value::Object(base()).to_string())
                 .unwrap()
@@ -1887,7 +1929,7 @@ mod tests {
         let c = Config::load(&args).unwrap();
         assert_eq!(c.server, [Host::Ip("5.6.7.8".parse().unwrap())]);
         assert_eq!(c.server_port, 9000);
-        assert_eq!(c.password, "pw2");
+        assert_eq!(*c.password, "pw2");
         assert_eq!(c.method, "aes-128-gcm");
         assert_eq!(c.local_listen_address().unwrap().to_string(), "0.0.0.0:1081");
         assert_eq!(c.timeout, Duration::from_secs(30));
@@ -1936,7 +1978,7 @@ mod tests {
         .unwrap();
         let c = Config::load(&args).unwrap();
         assert_eq!(c.method, "aes-128-gcm");
-        assert_eq!(c.password, "test");
+        assert_eq!(*c.password, "test");
         assert_eq!(c.server_addresses()[0].to_string(), "192.168.100.1:9999");
         let args = LocalArgs::try_parse_from(["sslocal", "--server-url", "http://x", "-l", "1"]).unwrap();
         assert_eq!(
@@ -2076,7 +2118,15 @@ mod tests {
         ] {
             assert!(d.contains(ip.parse().unwrap()), "{ip} should be forbidden");
         }
-        for ip in ["8.8.8.8", "10.0.0.1", "192.168.1.1", "2001:db8::1", "fec0::1", "::2"] {
+        for ip in [
+            "8.8.8.8",
+            "2001:db8::1",
+            "fec0::1",
+            "::2",
+            "172.32.0.1",
+            "100.128.0.1",
+            "11.0.0.1",
+        ] {
             assert!(!d.contains(ip.parse().unwrap()), "{ip} should be allowed");
         }
         // From the file: array form, string form, and an explicitly empty list.
@@ -2092,6 +2142,31 @@ mod tests {
         assert!(c.forbidden_ip.is_empty());
         let c = Config::from_json(Role::Server, &with("forbidden_ip", Value::Null)).unwrap();
         assert_eq!(c.forbidden_ip, IpSet::default_forbidden());
+    }
+
+    #[test]
+    fn private_ranges_are_forbidden_by_default_and_named_when_refused() {
+        let d = IpSet::default_forbidden();
+        for (ip, rule) in [
+            ("10.1.2.3", "10.0.0.0/8"),
+            ("172.16.0.1", "172.16.0.0/12"),
+            ("172.31.255.254", "172.16.0.0/12"),
+            ("192.168.1.1", "192.168.0.0/16"),
+            ("100.64.0.1", "100.64.0.0/10"),
+            ("100.127.255.254", "100.64.0.0/10"),
+            ("fc00::1", "fc00::/7"),
+            ("fdff:1234::1", "fc00::/7"),
+            ("::ffff:10.0.0.1", "10.0.0.0/8"),
+            ("::ffff:172.20.0.1", "172.16.0.0/12"),
+            ("::ffff:192.168.0.1", "192.168.0.0/16"),
+            ("::ffff:100.100.0.1", "100.64.0.0/10"),
+            ("::ffff:169.254.1.1", "169.254.0.0/16"),
+            ("::ffff:0.0.0.0", "0.0.0.0/8"),
+        ] {
+            let matched = d.matching(ip.parse().unwrap()).map(ToString::to_string);
+            assert_eq!(matched.as_deref(), Some(rule), "{ip}");
+        }
+        assert_eq!(d.matching("1.1.1.1".parse().unwrap()), None);
     }
 
     #[test]

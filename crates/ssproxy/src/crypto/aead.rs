@@ -15,7 +15,7 @@ use std::io::IoSliceMut;
 use std::mem;
 
 use super::cipher::{Aead, NonceCounter};
-use super::{Error, Key, MAX_KEY_LEN, SaltHook, TAG_LEN, fill_random};
+use super::{Error, Key, MAX_KEY_LEN, SaltHook, TAG_LEN, fill_recorded_salt};
 
 /// The sealing half of a stream: session AEAD plus nonce counter.
 pub(crate) struct Sealer {
@@ -415,11 +415,17 @@ impl Salt {
 
     /// A fresh random salt of `len` bytes.
     pub(crate) fn random(len: usize) -> Result<Salt, Error> {
+        Salt::random_recorded(len, &mut |_| true)
+    }
+
+    /// A fresh random salt of `len` bytes that `record` accepted (see
+    /// [`fill_recorded_salt`]).
+    pub(crate) fn random_recorded(len: usize, record: &mut dyn FnMut(&[u8]) -> bool) -> Result<Salt, Error> {
         let mut salt = Salt {
             bytes: [0; MAX_KEY_LEN],
             len,
         };
-        fill_random(&mut salt.bytes[..len])?;
+        fill_recorded_salt(&mut salt.bytes[..len], record)?;
         Ok(salt)
     }
 
@@ -475,6 +481,17 @@ impl Encryptor {
     pub fn new(key: &Key) -> Result<Encryptor, Error> {
         require_sip004(key, "SIP004 stream encryption")?;
         let salt = Salt::random(key.method().salt_len())?;
+        Ok(Encryptor::with_salt_unchecked(key, salt))
+    }
+
+    /// An encryptor with a fresh random salt that `record` accepted. `record` is the replay
+    /// filter's check-and-insert: recording our own salts means a captured stream of ours,
+    /// sent back to us as if it were the peer's, is refused as a replay (reflection); a salt
+    /// the filter already holds (a Bloom false positive, in practice) is drawn again, and
+    /// [`Error::ReplayedSalt`] comes back if every draw is refused.
+    pub fn with_recorded_salt(key: &Key, record: &mut dyn FnMut(&[u8]) -> bool) -> Result<Encryptor, Error> {
+        require_sip004(key, "SIP004 stream encryption")?;
+        let salt = Salt::random_recorded(key.method().salt_len(), record)?;
         Ok(Encryptor::with_salt_unchecked(key, salt))
     }
 
@@ -956,5 +973,36 @@ pub(crate) mod tests {
         forged[0] ^= 1;
         assert_eq!(run(&forged), Err(Error::Authentication));
         assert!(filter.borrow_mut().check_and_insert(&forged[..32]));
+    }
+
+    #[test]
+    fn reflected_stream_with_a_recorded_salt_is_refused() {
+        let key = Key::new(Method::Aes128Gcm, "pw").unwrap();
+        let mut filter = PingPongBloom::new(1000, 1e-6);
+        let mut enc = Encryptor::with_recorded_salt(&key, &mut |salt| filter.check_and_insert(salt)).unwrap();
+        let mut wire = Vec::new();
+        enc.encrypt(b"\x01\x7f\x00\x00\x01\x00\x50reply", &mut wire);
+        // Our own stream, fed back to a decryptor sharing the filter: its salt is known.
+        let mut dec = Decryptor::new(&key).unwrap();
+        dec.set_salt_hook(Box::new(move |salt| filter.check_and_insert(salt)));
+        assert_eq!(dec.feed(&wire, &mut Vec::new()), Err(Error::ReplayedSalt));
+    }
+
+    #[test]
+    fn a_refused_salt_is_drawn_again_and_a_filter_refusing_all_is_an_error() {
+        let key = Key::new(Method::Aes256Gcm, "pw").unwrap();
+        let mut offered = Vec::new();
+        let enc = Encryptor::with_recorded_salt(&key, &mut |salt| {
+            offered.push(salt.to_vec());
+            offered.len() > 1
+        })
+        .unwrap();
+        assert_eq!(offered.len(), 2);
+        assert_ne!(offered[0], offered[1]);
+        assert_eq!(enc.salt(), &offered[1][..]);
+        assert!(matches!(
+            Encryptor::with_recorded_salt(&key, &mut |_| false),
+            Err(Error::ReplayedSalt)
+        ));
     }
 }

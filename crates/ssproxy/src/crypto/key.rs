@@ -8,9 +8,10 @@
 
 use std::fmt;
 
-use base64::Engine;
+use base64::{DecodeError, Engine};
 use md5::{Digest, Md5};
 use ring::hkdf;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::{Error, MAX_KEY_LEN, Method};
 
@@ -18,7 +19,9 @@ use super::{Error, MAX_KEY_LEN, Method};
 const SIP022_SUBKEY_CONTEXT: &str = "shadowsocks 2022 session subkey";
 
 /// A method's master key (SIP004) or pre-shared key (SIP022). Its `Debug` output redacts the
-/// key bytes, and the bytes are overwritten on drop (best effort).
+/// key bytes, and the bytes are zeroized on drop (`zeroize`: volatile writes the optimizer
+/// keeps). Copies made by the AEAD libraries from session subkeys (ring's expanded AES and
+/// ChaCha keys) are theirs to wipe, and are not covered.
 #[derive(Clone)]
 pub struct Key {
     method: Method,
@@ -66,11 +69,9 @@ impl Key {
         }
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
-            .map_err(|e| Error::InvalidKey(format!("not valid base64 ({e})")))?;
-        let key = Key::from_bytes(method, &decoded);
-        let mut decoded = decoded;
-        wipe(&mut decoded);
-        key
+            .map(Zeroizing::new)
+            .map_err(|e| Error::InvalidKey(format!("not valid base64 ({})", describe_base64_error(&e))))?;
+        Key::from_bytes(method, &decoded)
     }
 
     /// A key from raw bytes; the length must be the method's `key_len`.
@@ -132,9 +133,11 @@ impl fmt::Debug for Key {
 
 impl Drop for Key {
     fn drop(&mut self) {
-        wipe(&mut self.bytes);
+        self.bytes.zeroize();
     }
 }
+
+impl ZeroizeOnDrop for Key {}
 
 /// A derived session subkey; redacted in `Debug`, wiped on drop.
 pub(crate) struct Subkey {
@@ -157,15 +160,23 @@ impl fmt::Debug for Subkey {
 
 impl Drop for Subkey {
     fn drop(&mut self) {
-        wipe(&mut self.bytes);
+        self.bytes.zeroize();
     }
 }
 
-/// Overwrites key material; `black_box` keeps the stores from being optimized away in practice
-/// (this is best effort, not a guarantee).
-fn wipe(bytes: &mut [u8]) {
-    bytes.fill(0);
-    std::hint::black_box(bytes);
+impl ZeroizeOnDrop for Subkey {}
+
+/// Why a key is not valid base64, without echoing any of its characters: base64's own
+/// message quotes the offending byte, and a key with one typo is still mostly the key.
+pub(crate) fn describe_base64_error(e: &DecodeError) -> String {
+    match e {
+        DecodeError::InvalidByte(offset, _) => format!("the character at offset {offset} is not base64"),
+        DecodeError::InvalidLength(len) => format!("{len} symbols is not a base64 length"),
+        DecodeError::InvalidLastSymbol(offset, _) => {
+            format!("the last symbol, at offset {offset}, has bits set that must be zero")
+        }
+        DecodeError::InvalidPadding => "the padding is wrong".to_owned(),
+    }
 }
 
 /// OpenSSL `EVP_BytesToKey` with MD5, no salt and one iteration: `D_1 = MD5(password)`,
@@ -332,5 +343,29 @@ mod tests {
         assert!(!text.contains("171") && !text.to_lowercase().contains("ab, "), "{text}");
         let sub = key.subkey(&[0; 16]);
         assert_eq!(format!("{sub:?}"), "Subkey(<redacted>)");
+    }
+
+    #[test]
+    fn keys_and_subkeys_are_zeroized_on_drop() {
+        fn zeroized_on_drop<T: ZeroizeOnDrop>() {}
+        zeroized_on_drop::<Key>();
+        zeroized_on_drop::<Subkey>();
+    }
+
+    #[test]
+    fn invalid_base64_key_is_reported_without_its_characters() {
+        // '$' is byte 36, '~' byte 126: neither may appear, in any form.
+        for (bad, offset) in [
+            ("AAEC$wQFBgcICQoLDA0ODw==", "offset 4"),
+            ("AAECAwQFBgcICQoLDA0OD~==", "offset 21"),
+        ] {
+            let e = Key::new(Method::Blake3Aes128Gcm, bad).unwrap_err().to_string();
+            assert!(e.contains(offset), "{e}");
+            for leak in ["$", "~", "36", "126", "AAEC", "0x24", "0x7e"] {
+                assert!(!e.contains(leak), "{leak:?} leaked: {e}");
+            }
+        }
+        let e = Key::new(Method::Blake3Aes128Gcm, "AAECAwQFBgcICQoLDA0OD").unwrap_err();
+        assert!(e.to_string().contains("base64"), "{e}");
     }
 }

@@ -198,6 +198,26 @@ pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), Error> {
     ring::rand::SystemRandom::new().fill(buf).map_err(|_| Error::Random)
 }
 
+/// Salts drawn at most by [`fill_recorded_salt`] before it gives up: a random salt the replay
+/// filter calls seen is a Bloom false positive (about one in a million), so several in a row
+/// mean the filter or the RNG is broken.
+const SALT_DRAWS: usize = 4;
+
+/// Fills `salt` from the system RNG with a salt that `record` accepted. `record` is a replay
+/// filter's check-and-insert: a relay records its own salts so that what it sent, captured and
+/// sent back to it, is refused as a replay instead of being taken for a peer's (SIP004
+/// reflection); a salt it refuses is drawn again. [`Error::ReplayedSalt`] if it refuses every
+/// draw.
+pub(crate) fn fill_recorded_salt(salt: &mut [u8], record: &mut dyn FnMut(&[u8]) -> bool) -> Result<(), Error> {
+    for _ in 0..SALT_DRAWS {
+        fill_random(salt)?;
+        if record(salt) {
+            return Ok(());
+        }
+    }
+    Err(Error::ReplayedSalt)
+}
+
 /// A uniformly-enough random padding length in 1..=900 (SIP022 `MaxPaddingLength`).
 pub(crate) fn random_padding_len() -> Result<usize, Error> {
     let mut b = [0u8; 2];

@@ -592,7 +592,7 @@ impl fmt::Debug for ResponseDecryptor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::cell::RefCell;
     use std::rc::Rc;
 
@@ -848,8 +848,8 @@ mod tests {
         assert_eq!(serve(&k, &wire), Err(Error::HeaderType { expected: 0, got: 1 }));
     }
 
-    /// A request whose variable header is `var` verbatim.
-    fn raw_request(k: &Key, var: &[u8]) -> Vec<u8> {
+    /// A request whose variable header is `var` verbatim (salt 16 bytes of 7).
+    pub(crate) fn raw_request(k: &Key, var: &[u8]) -> Vec<u8> {
         let mut sealer = Sealer::new(k, &[7; 16]);
         let mut wire = vec![7; 16];
         let mut fixed = vec![TYPE_CLIENT];

@@ -15,8 +15,9 @@ pub enum ServerCodec {
     Aead {
         /// Client to server.
         up: Decryptor,
-        /// Server to client; made with a fresh salt.
-        down: Encryptor,
+        /// Server to client; made with a fresh, recorded salt once there is something to
+        /// send, so that probes that never authenticate do not fill the replay filter.
+        down: Option<Encryptor>,
     },
     /// SIP022: the response header must echo the request's salt, so the
     /// encryptor exists only once the request header has been read.
@@ -41,10 +42,7 @@ impl ServerCodec {
         } else {
             let mut up = Decryptor::new(key)?;
             up.set_salt_hook(on_salt);
-            Ok(ServerCodec::Aead {
-                up,
-                down: Encryptor::new(key)?,
-            })
+            Ok(ServerCodec::Aead { up, down: None })
         }
     }
 
@@ -76,16 +74,28 @@ impl ServerCodec {
     /// bytes be read straight into their place in the client's queue.
     pub fn down_sealer(&mut self) -> Option<ChunkSealer<'_>> {
         match self {
-            ServerCodec::Aead { down, .. } => down.steady(),
+            ServerCodec::Aead { down, .. } => down.as_mut()?.steady(),
             ServerCodec::Aead2022 { down, .. } => down.as_mut()?.steady(),
         }
     }
 
-    /// Encrypt bytes for the client.
-    pub fn down(&mut self, key: &Key, input: &[u8], out: &mut Vec<u8>) -> Result<(), crypto::Error> {
+    /// Encrypt bytes for the client. `record` is the replay filter's check-and-insert: a
+    /// SIP004 response salt goes into it (see [`Encryptor::with_recorded_salt`]). SIP022
+    /// response salts need not: a response header differs from a request's (its type, and
+    /// the request salt it carries), so a reflected response never authenticates.
+    pub fn down(
+        &mut self,
+        key: &Key,
+        record: &mut dyn FnMut(&[u8]) -> bool,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), crypto::Error> {
         match self {
             ServerCodec::Aead { down, .. } => {
-                down.encrypt(input, out);
+                if down.is_none() {
+                    *down = Some(Encryptor::with_recorded_salt(key, record)?);
+                }
+                down.as_mut().expect("made above").encrypt(input, out);
                 Ok(())
             }
             ServerCodec::Aead2022 { up, down } => {
@@ -123,16 +133,23 @@ pub enum LocalCodec {
 }
 
 impl LocalCodec {
-    /// A codec for a stream to `target` (a SOCKS5-encoded address).
-    pub fn new(key: &Key, target: Vec<u8>) -> Result<LocalCodec, crypto::Error> {
+    /// A codec for a stream to `target` (a SOCKS5-encoded address). `salts` is the replay
+    /// filter's check-and-insert: with SIP004 our request salt is recorded in it, and the
+    /// server's response salt checked against it, so that a captured request stream sent
+    /// back to us as a response is refused (reflection). SIP022 needs neither: its response
+    /// header has its own type and echoes our salt.
+    pub fn new(key: &Key, target: Vec<u8>, mut salts: SaltHook) -> Result<LocalCodec, crypto::Error> {
         if key.method().is_2022() {
             let up = RequestEncryptor::new(key, &target)?;
             let down = ResponseDecryptor::new(key, up.salt())?;
             Ok(LocalCodec::Aead2022 { up, down })
         } else {
+            let up = Encryptor::with_recorded_salt(key, &mut *salts)?;
+            let mut down = Decryptor::new(key)?;
+            down.set_salt_hook(salts);
             Ok(LocalCodec::Aead {
-                up: Encryptor::new(key)?,
-                down: Decryptor::new(key)?,
+                up,
+                down,
                 target: Some(target),
             })
         }
@@ -177,5 +194,27 @@ impl LocalCodec {
             LocalCodec::Aead { down, .. } => down.open_in_place(buf, out, raw),
             LocalCodec::Aead2022 { down, .. } => down.open_in_place(buf, out, raw),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Method;
+    use crate::crypto::sip022::tests::raw_request;
+
+    /// SIP022 says a server MUST refuse a request header with neither padding nor initial
+    /// payload; shadowsocks-rust clients send one whenever their random padding length comes
+    /// out 0 (1 in 900 of their connections without early data), so the server accepts it.
+    #[test]
+    fn server_accepts_a_request_without_padding_or_payload_as_rust_clients_send() {
+        let key = Key::from_bytes(Method::Blake3Aes128Gcm, &[3; 16]).unwrap();
+        let addr = b"\x01\x0a\x00\x00\x01\x00\x16";
+        let mut wire = raw_request(&key, &[&addr[..], &[0, 0]].concat());
+        let mut codec = ServerCodec::new(&key, Box::new(|_| true)).unwrap();
+        let (mut out, mut raw) = (0, 0);
+        codec.up(&mut wire, &mut out, &mut raw).unwrap();
+        assert_eq!((out, raw), (0, wire.len()));
+        assert_eq!(codec.header_target(), Some(&addr[..]));
     }
 }

@@ -63,7 +63,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Record a salt; false if it was seen before (a replay).
+    /// Record a salt; false if it was seen before (a replay). Both the peers' salts and our
+    /// own SIP004 ones go through here, so that a stream we sent, captured and sent back to
+    /// us, is refused like any replay (reflection).
     pub fn fresh_salt(&self, salt: &[u8]) -> bool {
         if self.key.method().is_2022() {
             let now = crate::crypto::unix_time();
@@ -77,6 +79,19 @@ impl Shared {
                 .unwrap_or_else(|e| e.into_inner())
                 .check_and_insert(salt)
         }
+    }
+
+    /// Server: why relaying to `dest` is refused (the `forbidden_ip` rule it matched and how
+    /// to allow it), or `None` if it is allowed. Locals relay anywhere their server will.
+    pub fn forbidden_reason(&self, dest: SocketAddr) -> Option<String> {
+        if !matches!(self.role, Role::Server) {
+            return None;
+        }
+        let rule = self.forbidden.matching(dest.ip())?;
+        Some(format!(
+            "refusing to relay to {dest}: it is in {rule}, a forbidden_ip network \
+             (to allow it, set forbidden_ip / --forbidden-ip to a list without {rule}; \"\" allows all)"
+        ))
     }
 }
 

@@ -12,7 +12,10 @@
 //! - **Idle timeout**: one loop timer per connection, re-armed lazily: activity only
 //!   records the time, and the timer, when it fires early, re-arms itself for the rest.
 //! - **Probes learn nothing**: a client that fails authentication is read and
-//!   ignored until the idle timeout, then closed, whatever it sends.
+//!   ignored, then closed one idle timeout after it was accepted, whatever it sent
+//!   and whenever: the close time is the same whether authentication failed on the
+//!   first byte, on a late one, or never could (too few bytes), so it does not tell
+//!   how many bytes the server needed (which would name the method and salt size).
 //! - **Bulk bytes are not copied in user space**: once a direction carries bulk
 //!   traffic ([`Pending::note_read`]), plaintext is read (`readv`) straight into the
 //!   payload slots of the queue it is sealed in, and ciphertext into the queue it is
@@ -20,7 +23,7 @@
 //!   connections hold no large buffers.
 
 use std::io::{self, IoSliceMut, Read};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -109,6 +112,9 @@ pub struct Conn {
     client_write_shut: bool,
     remote_write_shut: bool,
     last_active: Instant,
+    /// When the client was accepted: a server's pre-authentication deadline counts from
+    /// here, through the drain state, so that no byte the client sends can move it.
+    accepted: Instant,
     stage_started: Instant,
     timer: Option<TimerId>,
     query: Option<QueryId>,
@@ -122,12 +128,14 @@ impl Conn {
             Stage::Resolving | Stage::Connecting => {
                 (self.stage_started + shared.connect_timeout).min(self.last_active + shared.idle_timeout)
             }
-            // A failed client cannot keep itself alive by sending more junk, and a
-            // handshake must be complete within the timeout however it trickles in
-            // (slowloris): activity counts only once the relay is streaming.
-            Stage::Draining | Stage::ServerHeader | Stage::SocksGreeting | Stage::SocksRequest => {
-                self.stage_started + shared.idle_timeout
-            }
+            // Before authentication the deadline is fixed at accept: a failed client
+            // cannot keep itself alive by sending more junk, a header must be complete
+            // within the timeout however it trickles in (slowloris), and failing
+            // authentication (entering Draining) must not restart the clock, or the close
+            // time would tell how many bytes the check needed.
+            Stage::Draining | Stage::ServerHeader => self.accepted + shared.idle_timeout,
+            // The local's SOCKS5 handshake: the same rule per step.
+            Stage::SocksGreeting | Stage::SocksRequest => self.stage_started + shared.idle_timeout,
             _ => self.last_active + shared.idle_timeout,
         }
     }
@@ -239,6 +247,7 @@ fn open_conn(cx: &mut Ctx<'_, Worker>, stream: TcpStream, peer: SocketAddr) -> i
         client_write_shut: false,
         remote_write_shut: false,
         last_active: now,
+        accepted: now,
         stage_started: now,
         timer: None,
         query: None,
@@ -527,8 +536,9 @@ fn read_remote(cx: &mut Ctx<'_, Worker>, id: ConnId, events: Events) -> io::Resu
             Codec::Server(codec) => match codec.down_sealer().filter(|_| conn.down.is_hot()) {
                 Some(sealer) => read_sealing(&remote, &mut conn.down, sealer)?,
                 None => read_through(&remote, &mut worker.scratch[..seal_len], |data| {
+                    let shared = &worker.shared;
                     conn.down
-                        .append_with(|out| codec.down(&worker.shared.key, data, out))
+                        .append_with(|out| codec.down(&shared.key, &mut |salt| shared.fresh_salt(salt), data, out))
                         .map_err(io::Error::from)
                 })?,
             },
@@ -672,8 +682,13 @@ fn start_local_stream(cx: &mut Ctx<'_, Worker>, id: ConnId, target: Address, ear
     let Role::Local { server, .. } = cx.data.shared.role.clone() else {
         return;
     };
-    let key = &cx.data.shared.key;
-    let codec = LocalCodec::new(key, target.to_bytes());
+    let shared = cx.data.shared.clone();
+    let check = shared.clone();
+    let codec = LocalCodec::new(
+        &shared.key,
+        target.to_bytes(),
+        Box::new(move |salt| check.fresh_salt(salt)),
+    );
     let Some(conn) = conn_mut(cx.data, id) else { return };
     let mut codec = match codec {
         Ok(codec) => codec,
@@ -713,14 +728,10 @@ fn connect_target(cx: &mut Ctx<'_, Worker>, id: ConnId, target: Address) {
     }
 }
 
-fn is_forbidden(shared: &SharedRef, ip: IpAddr) -> bool {
-    matches!(shared.role, Role::Server) && shared.forbidden.contains(ip)
-}
-
 fn connect_to(cx: &mut Ctx<'_, Worker>, id: ConnId, addr: SocketAddr) {
-    let shared = cx.data.shared.clone();
-    if is_forbidden(&shared, addr.ip()) {
-        log::warn!("tcp: refusing to relay to {addr}: forbidden address (see forbidden_ip)");
+    // Info, not warn: one line per refused connection, and only key holders can ask.
+    if let Some(why) = cx.data.shared.forbidden_reason(addr) {
+        log::info!("tcp: {why}");
         return close(cx, id, "forbidden destination");
     }
     let stream = match start_connect(addr) {

@@ -150,6 +150,35 @@ fn bind_reuseport(addr: SocketAddr, kind: Type, protocol: Protocol, what: &str) 
     Ok(socket)
 }
 
+/// Fails if another socket already holds `addr`, so that a second ssserver or sslocal on the
+/// same port exits instead of silently sharing it: the workers' `SO_REUSEPORT` binds succeed
+/// beside any other `SO_REUSEPORT` socket of the same user, and the kernel would then spread
+/// clients over both programs. A bind without `SO_REUSEPORT` conflicts with every socket
+/// there. The TCP probe sets `SO_REUSEADDR`, so that connections of a previous run still in
+/// `TIME_WAIT` do not count (a listener still does); the UDP probe does not, since on UDP
+/// that option alone would let it share the port too.
+fn ensure_port_unused(addr: SocketAddr, kind: Type, protocol: Protocol, what: &str) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), kind.cloexec(), Some(protocol))?;
+    probe.set_reuse_address(kind == Type::STREAM)?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            e.kind(),
+            format!(
+                "{what} port {addr} is already in use by another program (another ssserver or sslocal?); \
+                 refusing to share it: stop that program or choose another port"
+            ),
+        )),
+        Err(e) => Err(io::Error::new(e.kind(), format!("{what} bind {addr}: {e}"))),
+    }
+}
+
 /// A TCP listener of one worker.
 pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = bind_reuseport(addr, Type::STREAM, Protocol::TCP, "tcp")?;
@@ -168,7 +197,15 @@ pub fn spawn(index: usize, shared: SharedRef, listen: &Listen) -> io::Result<Wor
     let mut tcp_listeners = Vec::new();
     let mut udp_sockets = Vec::new();
     for &addr in &listen.addrs {
-        if shared.tcp || matches!(shared.role, super::Role::Local { tunnel: None, .. }) {
+        let tcp = shared.tcp || matches!(shared.role, super::Role::Local { tunnel: None, .. });
+        // The first worker checks that the port is ours alone; the others join it.
+        if index == 0 && tcp {
+            ensure_port_unused(addr, Type::STREAM, Protocol::TCP, "tcp")?;
+        }
+        if index == 0 && shared.udp {
+            ensure_port_unused(addr, Type::DGRAM, Protocol::UDP, "udp")?;
+        }
+        if tcp {
             tcp_listeners.push(bind_tcp(addr)?);
         }
         if shared.udp {
