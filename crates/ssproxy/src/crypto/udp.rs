@@ -28,11 +28,6 @@ pub fn encrypt_packet(key: &Key, plaintext: &[u8], out: &mut Vec<u8>) -> Result<
     encrypt_packet_recording(key, plaintext, out, |_| true)
 }
 
-/// Salts drawn at most for one packet before [`encrypt_packet_recording`] gives up: a random
-/// salt the filter calls seen is a false positive (about one in a million), so several in a
-/// row mean the filter or the RNG is broken.
-const SALT_DRAWS: usize = 4;
-
 /// [`encrypt_packet`], offering each salt drawn to `record` first (a replay filter's
 /// check-and-insert): a salt it refuses is drawn again. A relay records its own salts so that
 /// a packet it sent, captured and sent back to it, is refused as a replay instead of being
@@ -49,20 +44,9 @@ pub fn encrypt_packet_recording(
     let start = out.len();
     out.reserve(salt_len + plaintext.len() + TAG_LEN);
     out.resize(start + salt_len, 0);
-    let mut fresh = false;
-    for _ in 0..SALT_DRAWS {
-        if let Err(e) = fill_random(&mut out[start..]) {
-            out.truncate(start);
-            return Err(e);
-        }
-        if record(&out[start..]) {
-            fresh = true;
-            break;
-        }
-    }
-    if !fresh {
+    if let Err(e) = super::fill_recorded_salt(&mut out[start..], &mut record) {
         out.truncate(start);
-        return Err(Error::ReplayedSalt);
+        return Err(e);
     }
     out.extend_from_slice(plaintext);
     seal_after_salt(key, out, start);

@@ -458,8 +458,9 @@ fn forward(
     new_session: Option<Box<Session2022>>,
 ) {
     let shared = cx.data.shared.clone();
-    if shared.forbidden.contains(dest.ip()) {
-        log::warn!("udp: {client}: refusing to relay to {dest}: forbidden address (see forbidden_ip)");
+    if let Some(why) = shared.forbidden_reason(dest) {
+        // Per datagram, so not above debug: a key holder must not set the log volume.
+        log::debug!("udp: {client}: {why}");
         return;
     }
     let key = match cx.data.udp.by_peer.get(&peer) {
