@@ -7,50 +7,16 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::events::{Events, POLL_NVAL};
-use crate::poller::{Backend, LoopPoller, fd_is_open};
+use crate::file_id::{self, FileId};
+use crate::poller::{AnyPoller, Backend, PollEvent, Poller, PollerError};
 use crate::shrink::{NO_FREE, Shrink, SlabSlot};
 use crate::signal::{Signal, SignalSource};
 use crate::timer::{TimerId, TimerQueue, nanos};
+pub use crate::token::Token;
 use crate::waker::{LoopHandle, Waker};
 
 /// The original's `TIMEOUT_PRECISION`: how often periodic callbacks run.
 pub const TIMEOUT_PRECISION: Duration = Duration::from_secs(10);
-
-/// Names one registration. A token is never reused for another registration: after
-/// `remove`, the same slot comes back with a new generation, so a stale token (or a
-/// stale event carrying it) matches nothing.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Token {
-    index: u32,
-    generation: u32,
-}
-
-impl Token {
-    /// The token as one integer (for logs, or as a map key).
-    pub const fn as_u64(self) -> u64 {
-        (self.generation as u64) << 32 | self.index as u64
-    }
-
-    /// The token of [`as_u64`](Self::as_u64)'s integer.
-    pub const fn from_u64(value: u64) -> Token {
-        Token {
-            index: value as u32,
-            generation: (value >> 32) as u32,
-        }
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Token({}v{})", self.index, self.generation)
-    }
-}
-
-impl fmt::Display for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
 
 /// What a callback gets besides its own arguments: the loop, to add, remove or
 /// modify any registration (its own included), set timers or stop; and the
@@ -67,7 +33,8 @@ pub struct Ctx<'a, D = ()> {
 
 /// What a handler is: a closure (or fn) called for the events on one registered
 /// source, the original's `handle_event(sock, fd, event)`. It gets the loop and
-/// data, its source, its token and the events.
+/// data, its source, its token and the events. [`EventLoop::add`] and
+/// [`EventLoop::set_handler`] take one; any such closure is one.
 ///
 /// An error returned by a handler is logged with the fd and the events, and the
 /// loop goes on with the next event, as the original does. A panic is not caught,
@@ -81,9 +48,8 @@ trait Entry<D> {
     fn dispatch(&mut self, cx: &mut Ctx<'_, D>, token: Token, events: Events) -> io::Result<()>;
     fn source_mut(&mut self) -> &mut dyn Any;
     fn into_source(self: Box<Self>) -> Box<dyn Any>;
-    /// Drop the handler but not the source: its fd was closed behind the loop's
-    /// back, and closing the number again could close someone else's descriptor.
-    fn forget_source(self: Box<Self>);
+    /// The source's fd number (for logs, after its slot has forgotten it).
+    fn raw_fd(&self) -> RawFd;
 }
 
 struct Registered<S, H> {
@@ -91,7 +57,7 @@ struct Registered<S, H> {
     handler: H,
 }
 
-impl<S: 'static, D, H: Handler<S, D>> Entry<D> for Registered<S, H> {
+impl<S: AsFd + 'static, D, H: Handler<S, D>> Entry<D> for Registered<S, H> {
     #[inline]
     fn dispatch(&mut self, cx: &mut Ctx<'_, D>, token: Token, events: Events) -> io::Result<()> {
         (self.handler)(cx, &mut self.source, token, events)
@@ -105,10 +71,8 @@ impl<S: 'static, D, H: Handler<S, D>> Entry<D> for Registered<S, H> {
         Box::new(self.source)
     }
 
-    fn forget_source(self: Box<Self>) {
-        let Registered { source, handler } = *self;
-        drop(handler);
-        std::mem::forget(source);
+    fn raw_fd(&self) -> RawFd {
+        self.source.as_fd().as_raw_fd()
     }
 }
 
@@ -121,6 +85,9 @@ struct Slot<D> {
     generation: u32,
     fd: RawFd,
     mode: Events,
+    /// The file `fd` named at `add`: the loop closes the source only while the
+    /// number still names it.
+    file: FileId,
     /// `None` while its handler runs (and while vacant).
     entry: Option<BoxedEntry<D>>,
     /// The source's type, so that `set_handler` and `take` can check it even while
@@ -224,10 +191,11 @@ impl Builder {
             Some(b) => b,
             None => Backend::auto()?,
         };
-        let poller = LoopPoller::open(backend)?;
+        let poller = AnyPoller::open(backend)?;
         log::debug!("using event model: {backend}");
         Ok(EventLoop {
             poller,
+            batch: Vec::new(),
             backend,
             slots: Vec::new(),
             free_head: NO_FREE,
@@ -244,6 +212,9 @@ impl Builder {
             waker: None,
             shrink: Shrink::default(),
             pending: 0,
+            running_removed: None,
+            suspects: Vec::new(),
+            unreleased: Vec::new(),
         })
     }
 }
@@ -276,7 +247,9 @@ impl Builder {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct EventLoop<D = ()> {
-    poller: LoopPoller,
+    poller: AnyPoller,
+    /// The last poll's events, each carrying the token of its registration.
+    batch: Vec<PollEvent>,
     backend: Backend,
     slots: Vec<Slot<D>>,
     free_head: u32,
@@ -296,9 +269,20 @@ pub struct EventLoop<D = ()> {
     waker: Option<Waker>,
     /// When the registration slab gives back what a burst left behind.
     shrink: Shrink,
-    /// What the loop must attend to between two iterations ([`STOP`], [`SHRINK`]):
-    /// one test per iteration covers them all.
+    /// What the loop must attend to between two iterations ([`STOP`], [`SHRINK`],
+    /// [`RESET`]): one test per iteration covers them all.
     pending: u8,
+    /// The registration whose handler is running removed itself: its token, fd and
+    /// file, to check when the handler returns and its source is to be dropped.
+    running_removed: Option<(Token, RawFd, FileId)>,
+    /// Registrations dropped because their fd no longer named their file. If one
+    /// of these tokens still comes back from a poll, the kernel kept an entry the
+    /// loop cannot reach by number (epoll, with a `dup` of the closed fd still
+    /// open): the poller is reset.
+    suspects: Vec<Token>,
+    /// Sources whose fd number names another file: dropping them would close that
+    /// file. Each is dropped once its number is free ([`file_id::release`]).
+    unreleased: Vec<(RawFd, Box<dyn Any>)>,
 }
 
 /// `pending`: [`EventLoop::stop`] was called.
@@ -306,6 +290,15 @@ const STOP: u8 = 1;
 /// `pending`: registrations or timers fell far below their tables' size; the
 /// tables shrink between two iterations, when no handler is out of its slot.
 const SHRINK: u8 = 2;
+/// `pending`: the poller is to be reset and every live registration registered
+/// again (too many [`EventLoop::suspects`] to keep).
+const RESET: u8 = 4;
+/// `pending`: there are suspects; each poll's tokens are checked against them
+/// ([`EventLoop::check_suspects`]), which resets the poller if one comes back.
+const SUSPECTS: u8 = 8;
+
+/// How many suspects are kept; one more resets the poller, which clears them.
+const MAX_SUSPECTS: usize = 64;
 
 impl<D: 'static> EventLoop<D> {
     /// A loop on the automatically chosen backend (see [`Backend::auto`]).
@@ -339,14 +332,16 @@ impl<D: 'static> EventLoop<D> {
     /// it and then drops (closes) it, in that order. To keep using a socket
     /// elsewhere too, register an `Rc<TcpStream>` and keep a clone.
     ///
-    /// If the fd number is still registered under an older token, that older
-    /// source was closed behind the loop's back (two live owners of one fd cannot
-    /// exist in safe Rust): the stale registration is dropped with a warning and
-    /// the new one takes the number.
+    /// A source whose fd is registered already (a clone of a registered
+    /// `Rc<TcpStream>`, say) is refused with `ErrorKind::AlreadyExists`, and dropped;
+    /// the registration it collided with is untouched. If the number is still
+    /// registered but now names another file, the older source was closed behind
+    /// the loop's back: its registration is dropped with a warning (its source
+    /// without closing the number) and the new one takes the number.
     pub fn add<S, H>(&mut self, source: S, mode: Events, handler: H) -> io::Result<Token>
     where
         S: AsFd + 'static,
-        H: FnMut(&mut Ctx<'_, D>, &mut S, Token, Events) -> io::Result<()> + 'static,
+        H: Handler<S, D>,
     {
         let fd = source.as_fd().as_raw_fd();
         self.add_entry(fd, mode, TypeId::of::<S>(), Box::new(Registered { source, handler }))
@@ -359,14 +354,22 @@ impl<D: 'static> EventLoop<D> {
                 format!("{}: add fd {fd}: not a descriptor", self.backend),
             )
         })?;
+        let file = FileId::of(fd).map_err(|err| PollerError::os(self.backend, "register", Some(fd), err))?;
         if let Some(&old) = self.fd_tokens.get(fd_index)
             && old != NO_TOKEN
         {
-            log::warn!(
-                "{}: fd {fd} is registered as {old} but a new source has the same number: \
-                 the old one was closed without remove(); dropping its registration",
-                self.backend
-            );
+            if self.slots[old.index as usize].file == file {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    PollerError {
+                        backend: self.backend,
+                        op: "register",
+                        fd: Some(fd),
+                        errno: Some(libc::EEXIST),
+                        reason: format!("already registered, as {old}"),
+                    },
+                ));
+            }
             self.drop_stale(old);
         }
         let index = match self.free_head {
@@ -378,11 +381,12 @@ impl<D: 'static> EventLoop<D> {
             .get(index as usize)
             .map_or(self.shrink.new_generation(), |s| s.generation);
         let token = Token { index, generation };
-        self.poller.register(fd, mode, token)?;
+        self.poller.register(fd, token, mode)?;
         if let Some(slot) = self.slots.get_mut(index as usize) {
             self.free_head = slot.next_free;
             slot.fd = fd;
             slot.mode = mode;
+            slot.file = file;
             slot.source_type = source_type;
             slot.entry = Some(entry);
         } else {
@@ -391,6 +395,7 @@ impl<D: 'static> EventLoop<D> {
                 generation,
                 fd,
                 mode,
+                file,
                 entry: Some(entry),
                 source_type,
                 next_free: NO_FREE,
@@ -435,7 +440,7 @@ impl<D: 'static> EventLoop<D> {
         }
         let fd = slot.fd;
         slot.mode = mode;
-        self.poller.modify(fd, mode, token)
+        self.poller.modify(fd, token, mode)
     }
 
     /// Replace the handler of a registration, and its mode: the original's
@@ -444,7 +449,7 @@ impl<D: 'static> EventLoop<D> {
     pub fn set_handler<S, H>(&mut self, token: Token, mode: Events, handler: H) -> io::Result<()>
     where
         S: AsFd + 'static,
-        H: FnMut(&mut Ctx<'_, D>, &mut S, Token, Events) -> io::Result<()> + 'static,
+        H: Handler<S, D>,
     {
         let backend = self.backend;
         let wrong_type = move || {
@@ -490,10 +495,13 @@ impl<D: 'static> EventLoop<D> {
 
     /// Unregister a source, then drop (close) it. A handler may remove any
     /// registration, its own included (its source is dropped when it returns).
-    /// Events already fetched for it are not delivered.
+    /// Events already fetched for it are not delivered. A source whose fd number
+    /// no longer names the file it had at `add` (it was closed behind the loop's
+    /// back) is dropped without closing the number.
     pub fn remove(&mut self, token: Token) -> io::Result<()> {
         // Dropping the entry (if it is not running) closes the source, after the unregister.
         drop(self.detach(token)?);
+        self.retry_unreleased();
         Ok(())
     }
 
@@ -525,38 +533,31 @@ impl<D: 'static> EventLoop<D> {
         }
     }
 
-    /// Unregister and free the slot; returns the entry unless its handler is running.
-    /// A source whose fd turns out closed is forgotten, never closed again.
+    /// Unregister and free the slot; returns the entry, to be dropped, unless its
+    /// handler is running (then `put_back` drops it) or its fd no longer names its
+    /// file (then the source is let go of without closing the number).
     fn detach(&mut self, token: Token) -> io::Result<Option<BoxedEntry<D>>> {
-        let (fd, entry) = self.vacate(token)?;
+        let (fd, file, entry) = self.vacate(token)?;
         let unregistered = self.poller.unregister(fd);
-        // epoll checks the fd in the kernel; the other backends keep their own
-        // tables and would happily "unregister" a closed number, so ask the kernel.
-        let closed = match &unregistered {
-            Err(err) => {
-                log::warn!(
-                    "{}: {token} fd {fd}: {err}; its source is dropped without closing it",
-                    self.backend
-                );
-                true
+        let Some(entry) = entry else { return Ok(None) };
+        if file.is_at(fd) {
+            if let Err(err) = unregistered {
+                log::warn!("{}: {token} fd {fd}: {err}", self.backend);
             }
-            Ok(()) => self.backend != Backend::Epoll && !fd_is_open(fd),
-        };
-        match entry {
-            Some(entry) if closed => {
-                entry.forget_source();
-                Ok(None)
-            }
-            entry => Ok(entry),
+            return Ok(Some(entry));
         }
+        self.lost(token, fd, entry);
+        Ok(None)
     }
 
-    /// Free a live slot (its token goes stale) and forget its fd; returns the fd
-    /// and the entry, unless its handler is running (then `put_back` drops it).
-    fn vacate(&mut self, token: Token) -> io::Result<(RawFd, Option<BoxedEntry<D>>)> {
+    /// Free a live slot (its token goes stale) and forget its fd; returns the fd,
+    /// its file and the entry, unless its handler is running (then `put_back`
+    /// drops it, after the same check of the file).
+    fn vacate(&mut self, token: Token) -> io::Result<(RawFd, FileId, Option<BoxedEntry<D>>)> {
         let free_head = self.free_head;
         let slot = self.slot_mut(token)?;
         let fd = std::mem::replace(&mut slot.fd, VACANT);
+        let file = slot.file;
         let entry = slot.entry.take();
         slot.generation = slot.generation.wrapping_add(1);
         slot.next_free = free_head;
@@ -573,7 +574,10 @@ impl<D: 'static> EventLoop<D> {
         if !self.replacements.is_empty() {
             self.replacements.retain(|(t, _)| *t != token);
         }
-        Ok((fd, entry))
+        if entry.is_none() {
+            self.running_removed = Some((token, fd, file));
+        }
+        Ok((fd, file, entry))
     }
 
     /// Give back the memory a burst of connections left behind, between two
@@ -593,13 +597,106 @@ impl<D: 'static> EventLoop<D> {
         }
     }
 
-    /// Drop a registration whose fd was found closed (or reused), without closing it.
+    /// Drop a registration whose fd no longer names its file (closed behind the
+    /// loop's back, perhaps reused), without closing the number.
     fn drop_stale(&mut self, token: Token) {
-        let Ok((fd, entry)) = self.vacate(token) else { return };
-        // Best effort: epoll may still hold the entry if the file lives on in a dup.
+        let Ok((fd, _, entry)) = self.vacate(token) else { return };
+        // The number is no longer this registration's; the poller's entry for it
+        // goes (poll and select keep one per number), and errors say only that.
         let _ = self.poller.unregister(fd);
         if let Some(entry) = entry {
-            entry.forget_source();
+            self.lost(token, fd, entry);
+        }
+    }
+
+    /// A registration's fd turned out not to name its file any more: say so once,
+    /// remember its token in case the kernel still reports it, and let go of the
+    /// source without closing what the number names now.
+    #[cold]
+    #[inline(never)]
+    fn lost(&mut self, token: Token, fd: RawFd, entry: BoxedEntry<D>) {
+        let now = if FileId::of(fd).is_ok() {
+            "names another file now"
+        } else {
+            "is closed"
+        };
+        log::warn!(
+            "{}: fd {fd} ({token}) was closed without remove() and {now}: \
+             its registration is dropped, and its source without closing fd {fd}",
+            self.backend
+        );
+        if self.suspects.len() >= MAX_SUSPECTS {
+            self.pending |= RESET;
+        }
+        self.suspects.push(token);
+        self.pending |= SUSPECTS;
+        if let Err(source) = file_id::release(fd, entry.into_source()) {
+            self.unreleased.push((fd, source));
+        }
+    }
+
+    /// Drop the sources held back because their numbers named other files, for
+    /// each whose number is free now. Called after the loop closed something.
+    #[inline]
+    fn retry_unreleased(&mut self) {
+        if self.unreleased.is_empty() {
+            return;
+        }
+        for (fd, source) in std::mem::take(&mut self.unreleased) {
+            if let Err(source) = file_id::release(fd, source) {
+                self.unreleased.push((fd, source));
+            }
+        }
+    }
+
+    /// Whether the last poll reported a suspect's token: then the kernel holds an
+    /// entry the loop can no longer reach by number. (A stale token is otherwise
+    /// ordinary: a handler removed the registration after the poll.) Runs between
+    /// iterations while there are suspects, so that dispatch pays nothing for it.
+    #[cold]
+    #[inline(never)]
+    fn check_suspects(&mut self) {
+        if self.batch.iter().any(|event| self.suspects.contains(&event.token())) {
+            self.reset_poller();
+        }
+    }
+
+    /// Replace the poller's set with the live registrations alone: the way to
+    /// silence an entry no fd number reaches (see [`Poller::reset`]). A
+    /// registration whose fd no longer names its file is dropped instead.
+    #[cold]
+    #[inline(never)]
+    fn reset_poller(&mut self) {
+        self.pending &= !(RESET | SUSPECTS);
+        self.suspects.clear();
+        if let Err(err) = self.poller.reset() {
+            log::error!("{}: resetting the poller failed: {err}", self.backend);
+            return;
+        }
+        let mut lost = Vec::new();
+        let mut kept = 0;
+        for (index, slot) in self.slots.iter().enumerate() {
+            if !slot.is_live() {
+                continue;
+            }
+            let token = Token {
+                index: index as u32,
+                generation: slot.generation,
+            };
+            if slot.file.is_at(slot.fd) && self.poller.register(slot.fd, token, slot.mode).is_ok() {
+                kept += 1;
+            } else {
+                lost.push(token);
+            }
+        }
+        log::warn!(
+            "{}: events kept coming for a registration dropped after its fd was closed \
+             behind the loop's back (another descriptor keeps the file open): \
+             the poller was reset and {kept} registrations registered again",
+            self.backend
+        );
+        for token in lost {
+            self.drop_stale(token);
         }
     }
 
@@ -743,18 +840,23 @@ impl<D: 'static> EventLoop<D> {
     }
 
     /// Run until [`stop`](Self::stop) is called (from a callback or a
-    /// [`LoopHandle`]). Returns early only if the poller itself fails.
+    /// [`LoopHandle`]), or not at all if it was called before. Returns early only
+    /// if the poller itself fails.
     pub fn run(&mut self, data: &mut D) -> io::Result<()> {
         self.enter()?;
-        self.pending &= !STOP;
-        let result = loop {
-            if let Err(e) = self.iterate(None, data) {
-                break Err(e);
-            }
-            if self.pending != 0 {
-                self.between_iterations();
-                if self.pending & STOP != 0 {
-                    break Ok(());
+        let result = if self.pending & STOP != 0 {
+            // Stopped before it started: as the original, do not start.
+            Ok(())
+        } else {
+            loop {
+                if let Err(e) = self.iterate(None, data) {
+                    break Err(e);
+                }
+                if self.pending != 0 {
+                    self.between_iterations();
+                    if self.pending & STOP != 0 {
+                        break Ok(());
+                    }
                 }
             }
         };
@@ -778,6 +880,11 @@ impl<D: 'static> EventLoop<D> {
     /// What was left for between two iterations, stopping aside (the caller's).
     #[cold]
     fn between_iterations(&mut self) {
+        if self.pending & RESET != 0 {
+            self.reset_poller();
+        } else if self.pending & SUSPECTS != 0 {
+            self.check_suspects();
+        }
         if self.pending & SHRINK != 0 {
             self.shrink_tables();
         }
@@ -801,8 +908,8 @@ impl<D: 'static> EventLoop<D> {
         } else {
             timeout
         };
-        let dispatched = match self.poller.wait(timeout, &self.fd_tokens) {
-            Ok(polled) => self.dispatch_polled(polled, data),
+        let dispatched = match self.poller.poll(timeout, &mut self.batch) {
+            Ok(()) => self.dispatch_polled(data),
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {
                 // A signal arrived: run the periodic callbacks as soon as possible, as
                 // the original does (it may have been the one asking for a sweep).
@@ -848,24 +955,27 @@ impl<D: 'static> EventLoop<D> {
     /// generation-checked tokens, resolved before any handler ran: a registration
     /// removed earlier in the batch gets nothing, and neither does a newcomer that
     /// reused its slot or its fd number.
-    fn dispatch_polled(&mut self, polled: usize, data: &mut D) -> usize {
+    fn dispatch_polled(&mut self, data: &mut D) -> usize {
+        let polled = self.batch.len();
         if polled <= 1 {
             // A quiet loop's usual batch: dispatched in place, as lending the
             // batch out costs more than the one bounds check it saves.
-            return if polled == 1 {
-                let (token, events) = self.poller.event(0);
-                self.dispatch_one(token, events, data)
-            } else {
-                0
+            return match self.batch.first() {
+                Some(&event) => self.dispatch_one(event.token(), event.events(), data),
+                None => 0,
             };
         }
+        // Handlers cannot poll meanwhile (the loop refuses `run_once` inside a
+        // callback), so the batch is lent out and walked as a local slice. (If a
+        // handler panics, the batch is gone, but so is the loop: it refuses to run
+        // again.)
+        let batch = std::mem::take(&mut self.batch);
         let mut dispatched = 0;
-        let batch = self.poller.take_batch();
         for event in batch.get(..polled).unwrap_or_default() {
-            let (token, events) = crate::poller::decode(event);
-            dispatched += self.dispatch_one(token, events, data);
+            dispatched += self.dispatch_one(event.token(), event.events(), data);
         }
-        self.poller.put_batch(batch);
+        // What this replaces is the empty `Vec` that `take` left: nothing to free.
+        std::mem::forget(std::mem::replace(&mut self.batch, batch));
         dispatched
     }
 
@@ -881,28 +991,34 @@ impl<D: 'static> EventLoop<D> {
         }
         let Some(mut entry) = slot.entry.take() else { return 0 };
         if let Err(err) = entry.dispatch(&mut Ctx { lp: self, data }, token, events) {
-            self.log_handler_error(token, events, &err);
+            self.handler_failed(token, entry.raw_fd(), events, &err);
         }
         self.put_back(token, entry, events);
         1
     }
 
+    /// Log a handler's error; if the registration is still live and its fd no longer
+    /// names its file (a read on a closed fd fails with `EBADF` on every event),
+    /// drop it, without closing the number.
     #[cold]
     #[inline(never)]
-    fn log_handler_error(&self, token: Token, events: Events, err: &io::Error) {
-        let fd = self.slots.get(token.index as usize).map_or(-1, |s| s.fd);
+    fn handler_failed(&mut self, token: Token, fd: RawFd, events: Events, err: &io::Error) {
         log::error!(
             "{}: handler for fd {fd} ({token}) failed on {events}: {err}",
             self.backend
         );
+        if let Ok(slot) = self.slot_mut(token)
+            && !slot.file.is_at(slot.fd)
+        {
+            self.drop_stale(token);
+        }
     }
 
     #[inline(always)]
     fn put_back(&mut self, token: Token, mut entry: BoxedEntry<D>, events: Events) {
         let slot = &mut self.slots[token.index as usize];
         if slot.generation != token.generation {
-            // The handler removed its own registration: now its source may close.
-            drop(entry);
+            self.removed_while_running(token, entry);
             return;
         }
         if !self.replacements.is_empty()
@@ -920,20 +1036,26 @@ impl<D: 'static> EventLoop<D> {
         }
     }
 
+    /// The handler removed its own registration: now its source may close, if its
+    /// fd still names the file it had at `add`.
+    #[cold]
+    #[inline(never)]
+    fn removed_while_running(&mut self, token: Token, entry: BoxedEntry<D>) {
+        match self.running_removed.take() {
+            Some((removed, fd, file)) if removed == token && !file.is_at(fd) => self.lost(token, fd, entry),
+            _ => drop(entry),
+        }
+        self.retry_unreleased();
+    }
+
     /// The handler has seen `POLL_NVAL`: unless it removed the registration
     /// itself, drop it without closing the (already closed) fd.
     #[cold]
     #[inline(never)]
     fn drop_closed(&mut self, token: Token) {
-        if !self.contains(token) {
-            return;
+        if self.contains(token) {
+            self.drop_stale(token);
         }
-        let fd = self.slots[token.index as usize].fd;
-        log::warn!(
-            "{}: fd {fd} ({token}) was closed without remove(); dropping its registration",
-            self.backend
-        );
-        self.drop_stale(token);
     }
 
     fn fire_timers(&mut self, now: u64, data: &mut D) {

@@ -24,10 +24,12 @@
 
 mod event_loop;
 pub mod events;
+mod file_id;
 pub mod poller;
 mod shrink;
 pub mod signal;
 pub mod timer;
+mod token;
 mod waker;
 
 pub use event_loop::{Builder, Ctx, EventLoop, Handler, PeriodicId, TIMEOUT_PRECISION, Token, get_sock_error};
