@@ -639,13 +639,8 @@ impl<D: 'static> EventLoop<D> {
     /// each whose number is free now. Called after the loop closed something.
     #[inline]
     fn retry_unreleased(&mut self) {
-        if self.unreleased.is_empty() {
-            return;
-        }
-        for (fd, source) in std::mem::take(&mut self.unreleased) {
-            if let Err(source) = file_id::release(fd, source) {
-                self.unreleased.push((fd, source));
-            }
+        if !self.unreleased.is_empty() {
+            retry_release(&mut self.unreleased);
         }
     }
 
@@ -1097,6 +1092,38 @@ impl<D: 'static> EventLoop<D> {
             if let Some(p) = self.periodics.iter_mut().find(|p| p.id == id) {
                 p.callback = Some(callback);
             }
+        }
+    }
+}
+
+/// [`file_id::release`] each of `held`, keeping those whose numbers still name
+/// other files.
+fn retry_release(held: &mut Vec<(RawFd, Box<dyn Any>)>) {
+    for (fd, source) in std::mem::take(held) {
+        if let Err(source) = file_id::release(fd, source) {
+            held.push((fd, source));
+        }
+    }
+}
+
+impl<D> Drop for EventLoop<D> {
+    /// The registrations' sources close first; then the sources held back because
+    /// their numbers named other files are dropped, where those numbers are free
+    /// now. The rest are leaked, with a warning: dropping one would close a file
+    /// that is not its own.
+    fn drop(&mut self) {
+        self.slots.clear();
+        if self.unreleased.is_empty() {
+            return;
+        }
+        retry_release(&mut self.unreleased);
+        for (fd, source) in self.unreleased.drain(..) {
+            log::warn!(
+                "{}: a source registered on fd {fd}, closed behind the loop's back, is leaked: \
+                 fd {fd} names another file now, which dropping it would close",
+                self.backend
+            );
+            std::mem::forget(source);
         }
     }
 }
