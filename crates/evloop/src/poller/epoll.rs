@@ -140,17 +140,22 @@ impl Poller for Epoll {
 
     #[inline(always)]
     fn poll(&mut self, timeout: Option<Duration>, out: &mut Vec<PollEvent>) -> io::Result<()> {
-        if out.capacity() < self.max_events {
+        if out.capacity() == 0 {
             reserve(out, self.max_events);
         }
-        // SAFETY: `out` has room for `max_events` events (reserved above),
-        // PollEvent is a transparent epoll_event, and the kernel writes at most
-        // that many.
+        // The buffer's room is the limit: `max_events` for a buffer this poller
+        // sized, the caller's choice for one that came with room. The cast keeps
+        // the kernel inside it: it truncates to a smaller count, or to a negative
+        // one that the kernel refuses (EINVAL).
+        let room = out.capacity() as libc::c_int;
+        // SAFETY: `out` has room for `capacity()` events, PollEvent is a transparent
+        // epoll_event, and the kernel writes at most `room` of them, which is no
+        // more than that.
         let n = unsafe {
             libc::epoll_wait(
                 self.epfd.as_raw_fd(),
                 out.as_mut_ptr().cast::<libc::epoll_event>(),
-                self.max_events as libc::c_int,
+                room,
                 timeout_ms(timeout),
             )
         };
