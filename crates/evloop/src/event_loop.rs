@@ -296,6 +296,9 @@ const RESET: u8 = 4;
 /// `pending`: there are suspects; each poll's tokens are checked against them
 /// ([`EventLoop::check_suspects`]), which resets the poller if one comes back.
 const SUSPECTS: u8 = 8;
+/// `pending`: a suspect was added since the last poll, whose batch (which may
+/// well carry its token, legitimately) is not checked: the next one is.
+const NEW_SUSPECTS: u8 = 16;
 
 /// How many suspects are kept; one more resets the poller, which clears them.
 const MAX_SUSPECTS: usize = 64;
@@ -629,7 +632,7 @@ impl<D: 'static> EventLoop<D> {
             self.pending |= RESET;
         }
         self.suspects.push(token);
-        self.pending |= SUSPECTS;
+        self.pending |= NEW_SUSPECTS;
         if let Err(source) = file_id::release(fd, entry.into_source()) {
             self.unreleased.push((fd, source));
         }
@@ -662,7 +665,7 @@ impl<D: 'static> EventLoop<D> {
     #[cold]
     #[inline(never)]
     fn reset_poller(&mut self) {
-        self.pending &= !(RESET | SUSPECTS);
+        self.pending &= !(RESET | SUSPECTS | NEW_SUSPECTS);
         self.suspects.clear();
         if let Err(err) = self.poller.reset() {
             log::error!("{}: resetting the poller failed: {err}", self.backend);
@@ -879,6 +882,9 @@ impl<D: 'static> EventLoop<D> {
             self.reset_poller();
         } else if self.pending & SUSPECTS != 0 {
             self.check_suspects();
+        }
+        if self.pending & NEW_SUSPECTS != 0 {
+            self.pending = (self.pending & !NEW_SUSPECTS) | SUSPECTS;
         }
         if self.pending & SHRINK != 0 {
             self.shrink_tables();

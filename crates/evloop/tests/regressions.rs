@@ -1,6 +1,8 @@
 //! Bugs found by the model test (tests/model.rs) or reported in issues, each
 //! minimized to a focused case and named after what it pins.
 
+#![allow(unsafe_code)] // a test: it calls libc directly (fds, signals, limits)
+
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -113,7 +115,9 @@ fn handler_error_after_removing_itself_names_its_fd(backend: Backend, min: RawFd
     let lines = logs.lock().unwrap_or_else(|e| e.into_inner());
     let line = lines
         .iter()
-        .find(|line| line.starts_with(&format!("ERROR {backend}: handler for fd ")) && line.contains("failed after removing"))
+        .find(|line| {
+            line.starts_with(&format!("ERROR {backend}: handler for fd ")) && line.contains("failed after removing")
+        })
         .unwrap_or_else(|| panic!("{backend}: no handler error logged: {lines:?}"));
     assert!(line.contains(&format!("handler for fd {fd} ")), "{backend}: {line}");
 }

@@ -29,7 +29,9 @@ pub(super) fn readable_when_peer_wrote(backend: Backend) {
     let _fds = low_fd_numbers();
     let (a, mut b) = UnixStream::pair().unwrap();
     let mut poller = open(backend);
-    poller.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN).unwrap();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+        .unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), Some(Duration::ZERO)), []);
     b.write_all(b"x").unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_IN)]);
@@ -39,7 +41,9 @@ pub(super) fn writable_when_send_buffer_has_room(backend: Backend) {
     let _fds = low_fd_numbers();
     let (a, _b) = UnixStream::pair().unwrap();
     let mut poller = open(backend);
-    poller.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_OUT).unwrap();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_OUT)
+        .unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_OUT)]);
 }
 
@@ -47,7 +51,9 @@ pub(super) fn level_triggered_reports_again_until_drained(backend: Backend) {
     let _fds = low_fd_numbers();
     let (mut a, mut b) = UnixStream::pair().unwrap();
     let mut poller = open(backend);
-    poller.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN).unwrap();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+        .unwrap();
     b.write_all(b"xy").unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_IN)]);
     assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_IN)]);
@@ -60,8 +66,12 @@ pub(super) fn register_twice_is_already_exists(backend: Backend) {
     let _fds = low_fd_numbers();
     let (a, _b) = UnixStream::pair().unwrap();
     let mut poller = open(backend);
-    poller.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN).unwrap();
-    let err = poller.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_OUT).unwrap_err();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+        .unwrap();
+    let err = poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_OUT)
+        .unwrap_err();
     assert_eq!(
         kind_and_errno(backend, &err),
         (io::ErrorKind::AlreadyExists, Some(libc::EEXIST))
@@ -80,7 +90,9 @@ pub(super) fn unregister_or_modify_unknown_fd_is_not_found(backend: Backend) {
         (io::ErrorKind::NotFound, Some(libc::ENOENT))
     );
     assert_eq!(PollerError::of(&err).unwrap().op, "unregister");
-    let err = poller.modify(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN).unwrap_err();
+    let err = poller
+        .modify(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+        .unwrap_err();
     assert_eq!(
         kind_and_errno(backend, &err),
         (io::ErrorKind::NotFound, Some(libc::ENOENT))
@@ -113,7 +125,9 @@ pub(super) fn in_and_out_are_merged_into_one_entry(backend: Backend) {
     let (a, mut b) = UnixStream::pair().unwrap();
     b.write_all(b"x").unwrap();
     let mut poller = open(backend);
-    poller.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN | POLL_OUT | POLL_ERR).unwrap();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN | POLL_OUT | POLL_ERR)
+        .unwrap();
     assert_eq!(
         poll_sorted(poller.as_mut(), LONG),
         [(a.as_raw_fd(), POLL_IN | POLL_OUT)]
@@ -124,11 +138,15 @@ pub(super) fn modify_changes_the_watched_conditions(backend: Backend) {
     let _fds = low_fd_numbers();
     let (a, _b) = UnixStream::pair().unwrap();
     let mut poller = open(backend);
-    poller.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN).unwrap();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+        .unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), Some(Duration::ZERO)), []);
     poller.modify(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_OUT).unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_OUT)]);
-    poller.modify(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_NULL).unwrap();
+    poller
+        .modify(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_NULL)
+        .unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), Some(Duration::ZERO)), []);
     // A POLL_NULL fd stays registered: it can be modified back.
     poller.modify(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_OUT).unwrap();
@@ -140,11 +158,15 @@ pub(super) fn unregistered_fd_is_no_longer_reported(backend: Backend) {
     let (a, mut b) = UnixStream::pair().unwrap();
     b.write_all(b"x").unwrap();
     let mut poller = open(backend);
-    poller.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN).unwrap();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+        .unwrap();
     poller.unregister(a.as_raw_fd()).unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), Some(Duration::ZERO)), []);
     // Registering again after unregistering is allowed.
-    poller.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN).unwrap();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+        .unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_IN)]);
 }
 
@@ -152,11 +174,15 @@ pub(super) fn tcp_listener_is_readable_with_a_pending_connection(backend: Backen
     let _fds = low_fd_numbers();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut poller = open(backend);
-    poller.register(listener.as_raw_fd(), fd_token(listener.as_raw_fd()), POLL_IN).unwrap();
+    poller
+        .register(listener.as_raw_fd(), fd_token(listener.as_raw_fd()), POLL_IN)
+        .unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), Some(Duration::ZERO)), []);
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), LONG), [(listener.as_raw_fd(), POLL_IN)]);
-    poller.register(client.as_raw_fd(), fd_token(client.as_raw_fd()), POLL_OUT).unwrap();
+    poller
+        .register(client.as_raw_fd(), fd_token(client.as_raw_fd()), POLL_OUT)
+        .unwrap();
     let mut expected = vec![(listener.as_raw_fd(), POLL_IN), (client.as_raw_fd(), POLL_OUT)];
     expected.sort_by_key(|&(fd, _)| fd);
     assert_eq!(poll_sorted(poller.as_mut(), LONG), expected);
@@ -168,7 +194,9 @@ pub(super) fn sub_millisecond_timeout_waits_at_least_that_long(backend: Backend)
     let _fds = low_fd_numbers();
     let (a, _b) = UnixStream::pair().unwrap();
     let mut poller = open(backend);
-    poller.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN).unwrap();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+        .unwrap();
     let wait = Duration::from_micros(300);
     let start = Instant::now();
     assert_eq!(poll_sorted(poller.as_mut(), Some(wait)), []);
@@ -179,7 +207,9 @@ pub(super) fn signal_during_wait_is_interrupted(backend: Backend) {
     let _fds = low_fd_numbers();
     let (a, _b) = UnixStream::pair().unwrap();
     let mut poller = open(backend);
-    poller.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN).unwrap();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+        .unwrap();
     let mut out = Vec::new();
     let err = interrupted(|| poller.poll(Some(Duration::from_secs(30)), &mut out)).unwrap_err();
     assert_eq!(

@@ -70,7 +70,9 @@ impl Epoll {
         Epoll::with_max_events(DEFAULT_MAX_EVENTS)
     }
 
-    /// Open a new epoll instance that fetches at most `max_events` per poll.
+    /// Open a new epoll instance that fetches at most `max_events` per poll into
+    /// an empty buffer (it reserves that much; a buffer that comes with room
+    /// already is filled up to its capacity).
     pub fn with_max_events(max_events: usize) -> io::Result<Epoll> {
         Ok(Epoll {
             epfd: epoll_create()?,
@@ -130,7 +132,13 @@ impl Poller for Epoll {
 
     #[inline]
     fn unregister(&mut self, fd: RawFd) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_DEL, fd, Token::from_u64(0), Events::default(), "unregister")
+        self.ctl(
+            libc::EPOLL_CTL_DEL,
+            fd,
+            Token::from_u64(0),
+            Events::default(),
+            "unregister",
+        )
     }
 
     #[inline]

@@ -442,7 +442,8 @@ mod tests {
     fn both_filters_merge_into_one_entry() {
         let (a, mut b) = pair();
         let mut kq = Kqueue::new().unwrap();
-        kq.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN | POLL_OUT).unwrap();
+        kq.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN | POLL_OUT)
+            .unwrap();
         b.write_all(b"x").unwrap();
         assert_eq!(poll_now(&mut kq), [(a.as_raw_fd(), POLL_IN | POLL_OUT)]);
     }

@@ -375,7 +375,9 @@ pub(crate) mod tests {
         };
         let stale = a.as_raw_fd();
         poller.register(stale, fd_token(stale), POLL_IN | POLL_OUT).unwrap();
-        poller.register(c.as_raw_fd(), fd_token(c.as_raw_fd()), POLL_IN).unwrap();
+        poller
+            .register(c.as_raw_fd(), fd_token(c.as_raw_fd()), POLL_IN)
+            .unwrap();
         b.write_all(b"x").unwrap();
         d.write_all(b"x").unwrap();
         drop(a);
@@ -405,11 +407,15 @@ pub(crate) mod tests {
         let pairs: Vec<_> = (0..3).map(|_| UnixStream::pair().unwrap()).collect();
         let mut poller = Poll::new();
         for (a, _) in &pairs {
-            poller.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN).unwrap();
+            poller
+                .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+                .unwrap();
         }
         // The last entry moves into the first one's place; it must still be found.
         poller.unregister(pairs[0].0.as_raw_fd()).unwrap();
-        poller.modify(pairs[2].0.as_raw_fd(), fd_token(pairs[2].0.as_raw_fd()), POLL_OUT).unwrap();
+        poller
+            .modify(pairs[2].0.as_raw_fd(), fd_token(pairs[2].0.as_raw_fd()), POLL_OUT)
+            .unwrap();
         poller.unregister(pairs[1].0.as_raw_fd()).unwrap();
         assert_eq!(poller.len(), 1);
         assert_eq!(poll_once(&mut poller, LONG), [(pairs[2].0.as_raw_fd(), POLL_OUT)]);
@@ -437,7 +443,9 @@ pub(crate) mod tests {
     fn peer_hang_up_is_reported() {
         let (a, b) = UnixStream::pair().unwrap();
         let mut poller = Poll::new();
-        poller.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN).unwrap();
+        poller
+            .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+            .unwrap();
         drop(b);
         let events = poll_once(&mut poller, LONG);
         assert_eq!(events.len(), 1);
@@ -454,7 +462,9 @@ pub(crate) mod tests {
     fn null_mode_sees_hang_up_but_not_data() {
         let (a, mut b) = UnixStream::pair().unwrap();
         let mut poller = Poll::new();
-        poller.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_NULL).unwrap();
+        poller
+            .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_NULL)
+            .unwrap();
         b.write_all(b"x").unwrap();
         assert_eq!(poll_once(&mut poller, Some(Duration::ZERO)), []);
         drop(b);
@@ -468,7 +478,9 @@ pub(crate) mod tests {
         let (server, _) = listener.accept().unwrap();
         reset(server);
         let mut poller = Poll::new();
-        poller.register(client.as_raw_fd(), fd_token(client.as_raw_fd()), POLL_IN).unwrap();
+        poller
+            .register(client.as_raw_fd(), fd_token(client.as_raw_fd()), POLL_IN)
+            .unwrap();
         let events = poll_once(&mut poller, LONG);
         assert_eq!(events.len(), 1);
         assert!(events[0].1.contains(POLL_ERR), "{:?}", events[0].1);
@@ -479,7 +491,9 @@ pub(crate) mod tests {
         let (a, mut b) = UnixStream::pair().unwrap();
         b.write_all(b"x").unwrap();
         let mut poller = Poll::new();
-        poller.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN).unwrap();
+        poller
+            .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+            .unwrap();
         let mut out = Vec::with_capacity(8);
         out.push(PollEvent::new(fd_token(99), POLL_OUT));
         let ptr = out.as_ptr();
@@ -503,8 +517,12 @@ pub(crate) mod tests {
         let pairs: Vec<_> = (0..FDS / 2).map(|_| UnixStream::pair().unwrap()).collect();
         let mut poller = Poll::new();
         for (a, b) in &pairs {
-            poller.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN).unwrap();
-            poller.register(b.as_raw_fd(), fd_token(b.as_raw_fd()), POLL_IN).unwrap();
+            poller
+                .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+                .unwrap();
+            poller
+                .register(b.as_raw_fd(), fd_token(b.as_raw_fd()), POLL_IN)
+                .unwrap();
         }
         assert_eq!(poller.len(), FDS);
         let highest = pairs.last().unwrap().1.as_raw_fd();

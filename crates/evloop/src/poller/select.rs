@@ -370,8 +370,12 @@ mod tests {
         let (a, _b) = UnixStream::pair().unwrap();
         let (c, _d) = UnixStream::pair().unwrap();
         let mut poller = Select::new();
-        poller.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN).unwrap();
-        poller.register(c.as_raw_fd(), fd_token(c.as_raw_fd()), POLL_OUT).unwrap();
+        poller
+            .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+            .unwrap();
+        poller
+            .register(c.as_raw_fd(), fd_token(c.as_raw_fd()), POLL_OUT)
+            .unwrap();
         let (low, high) = (a.as_raw_fd().min(c.as_raw_fd()), a.as_raw_fd().max(c.as_raw_fd()));
         poller.unregister(high).unwrap();
         assert_eq!(poller.max_fd, low);
@@ -455,7 +459,9 @@ mod tests {
         let mut poller = Select::new();
         let stale = a.as_raw_fd();
         poller.register(stale, fd_token(stale), POLL_IN).unwrap();
-        poller.register(c.as_raw_fd(), fd_token(c.as_raw_fd()), POLL_IN).unwrap();
+        poller
+            .register(c.as_raw_fd(), fd_token(c.as_raw_fd()), POLL_IN)
+            .unwrap();
         drop(a);
         for _ in 0..2 {
             let start = Instant::now();
@@ -492,7 +498,9 @@ mod tests {
         let _fds = low_fd_numbers();
         let (a, b) = UnixStream::pair().unwrap();
         let mut poller = Select::new();
-        poller.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN | POLL_ERR).unwrap();
+        poller
+            .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN | POLL_ERR)
+            .unwrap();
         drop(b);
         let events = poll_once(&mut poller, LONG);
         assert_eq!(events, [(a.as_raw_fd(), POLL_IN)]);
@@ -507,7 +515,9 @@ mod tests {
         let (server, _) = listener.accept().unwrap();
         reset(server);
         let mut poller = Select::new();
-        poller.register(client.as_raw_fd(), fd_token(client.as_raw_fd()), POLL_IN | POLL_ERR).unwrap();
+        poller
+            .register(client.as_raw_fd(), fd_token(client.as_raw_fd()), POLL_IN | POLL_ERR)
+            .unwrap();
         assert_eq!(poll_once(&mut poller, LONG), [(client.as_raw_fd(), POLL_IN)]);
     }
 
@@ -521,7 +531,9 @@ mod tests {
         let sent = unsafe { libc::send(client.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
         assert_eq!(sent, 1, "send MSG_OOB: {}", io::Error::last_os_error());
         let mut poller = Select::new();
-        poller.register(server.as_raw_fd(), fd_token(server.as_raw_fd()), POLL_ERR).unwrap();
+        poller
+            .register(server.as_raw_fd(), fd_token(server.as_raw_fd()), POLL_ERR)
+            .unwrap();
         assert_eq!(poll_once(&mut poller, LONG), [(server.as_raw_fd(), POLL_ERR)]);
     }
 
@@ -543,7 +555,9 @@ mod tests {
         let _fds = low_fd_numbers();
         let (a, _b) = UnixStream::pair().unwrap();
         let mut poller = Select::new();
-        poller.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_OUT).unwrap();
+        poller
+            .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_OUT)
+            .unwrap();
         assert_eq!(poll_once(&mut poller, Some(Duration::MAX)), [(a.as_raw_fd(), POLL_OUT)]);
     }
 
@@ -562,7 +576,9 @@ mod tests {
         // Duplicates spread over the upper part of the set, across several words.
         for min in (HIGH_FD_FLOOR..top - 8).step_by(61) {
             let dup = dup_at_least(a.as_raw_fd(), min).unwrap();
-            poller.register(dup.as_raw_fd(), fd_token(dup.as_raw_fd()), POLL_IN).unwrap();
+            poller
+                .register(dup.as_raw_fd(), fd_token(dup.as_raw_fd()), POLL_IN)
+                .unwrap();
             dups.push(dup);
         }
         b.write_all(b"x").unwrap();
