@@ -154,6 +154,24 @@ fn file_of(fd: RawFd) -> Option<(u64, u64)> {
     Some((st.st_dev as u64, st.st_ino as u64))
 }
 
+/// A dup of `sock` numbered at least `min`, and a `'static` borrow of it for the
+/// loop: the test closes it behind the loop's back (`close_behind`) while `sock`
+/// keeps the file open.
+fn borrowed_dup(sock: &UnixStream, min: RawFd) -> (RawFd, BorrowedFd<'static>) {
+    let fd = dup_high(sock.as_raw_fd(), min);
+    // SAFETY: `fd` is open until the test's close_behind; the loop then holds a
+    // dangling number, which is the misuse under test.
+    (fd, unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
+/// `sock` moved to a number at least `min`, owned: the number and the owner.
+fn owned_high(sock: UnixStream, min: RawFd) -> (RawFd, std::os::fd::OwnedFd) {
+    let fd = dup_high(sock.as_raw_fd(), min);
+    drop(sock);
+    // SAFETY: `fd` was just made by dup_high and belongs to nothing else.
+    (fd, unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
 /// Close `fd` behind the loop's back (the misuse under test).
 fn close_behind(fd: RawFd) {
     // SAFETY: the callers own `fd` (made by dup_high) and close it exactly once;
@@ -628,10 +646,7 @@ mod cases {
     pub fn fd_closed_with_a_dup_open_does_not_spin_after_remove(backend: Backend) {
         let mut lp = new_loop(backend);
         let (sock, mut peer) = UnixStream::pair().unwrap();
-        let victim = dup_high(sock.as_raw_fd(), floor_for(backend, 760));
-        // SAFETY: victim is open until close_behind; the loop then holds a dangling
-        // number, which is the misuse under test.
-        let borrowed: BorrowedFd<'static> = unsafe { BorrowedFd::borrow_raw(victim) };
+        let (victim, borrowed) = borrowed_dup(&sock, floor_for(backend, 760));
         let calls = Rc::new(RefCell::new(0));
         let c = Rc::clone(&calls);
         lp.add(
@@ -666,9 +681,7 @@ mod cases {
     pub fn fd_closed_with_a_dup_open_does_not_spin_on_handler_errors(backend: Backend) {
         let mut lp = new_loop(backend);
         let (sock, mut peer) = UnixStream::pair().unwrap();
-        let victim = dup_high(sock.as_raw_fd(), floor_for(backend, 820));
-        // SAFETY: as in the case above.
-        let borrowed: BorrowedFd<'static> = unsafe { BorrowedFd::borrow_raw(victim) };
+        let (victim, borrowed) = borrowed_dup(&sock, floor_for(backend, 820));
         let calls = Rc::new(RefCell::new(0));
         let c = Rc::clone(&calls);
         let token = lp
@@ -711,10 +724,7 @@ mod cases {
         let log: Log = Default::default();
         let (old, mut old_peer) = UnixStream::pair().unwrap();
         let (newcomer, mut newcomer_peer) = UnixStream::pair().unwrap();
-        let number = dup_high(old.as_raw_fd(), floor_for(backend, 880));
-        drop(old);
-        // SAFETY: `number` was just made by dup_high and belongs to nothing else.
-        let old = unsafe { std::os::fd::OwnedFd::from_raw_fd(number) };
+        let (number, old) = owned_high(old, floor_for(backend, 880));
         let newcomer_fd = newcomer.as_raw_fd();
         let handler_log = Rc::clone(&log);
         lp.add(
@@ -751,10 +761,7 @@ mod cases {
         let mut lp = new_loop(backend);
         let (old, _old_peer) = UnixStream::pair().unwrap();
         let (newcomer, _newcomer_peer) = UnixStream::pair().unwrap();
-        let number = dup_high(old.as_raw_fd(), floor_for(backend, 940));
-        drop(old);
-        // SAFETY: `number` was just made by dup_high and belongs to nothing else.
-        let old = unsafe { std::os::fd::OwnedFd::from_raw_fd(number) };
+        let (number, old) = owned_high(old, floor_for(backend, 940));
         let token = lp.add(old, POLL_IN, recorder(&Default::default(), "old")).unwrap();
         close_behind(number);
         let again = dup_high(newcomer.as_raw_fd(), number);
