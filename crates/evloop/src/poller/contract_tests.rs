@@ -10,8 +10,9 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use super::poll::tests::{fd_token, high_fd, interrupted, lock_fd_numbers, low_fd_numbers, poll_sorted};
-use super::{Backend, Poller, PollerError};
+use super::{Backend, PollEvent, Poller, PollerError};
 use crate::events::{POLL_ERR, POLL_IN, POLL_NULL, POLL_OUT};
+use crate::token::Token;
 
 const LONG: Option<Duration> = Some(Duration::from_secs(5));
 
@@ -218,6 +219,52 @@ pub(super) fn signal_during_wait_is_interrupted(backend: Backend) {
     );
 }
 
+/// Contract point 1: a report carries the token given at registration (any 64
+/// bits, not the fd), and `modify` can change it.
+pub(super) fn events_carry_the_registered_token(backend: Backend) {
+    let _fds = low_fd_numbers();
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let mut poller = open(backend);
+    let first = Token::from_u64(0xDEAD_BEEF_0000_0007);
+    poller.register(a.as_raw_fd(), first, POLL_IN).unwrap();
+    b.write_all(b"x").unwrap();
+    let mut out = Vec::new();
+    poller.poll(LONG, &mut out).unwrap();
+    assert_eq!(out, [PollEvent::new(first, POLL_IN)]);
+    let second = Token::from_u64(42);
+    poller.modify(a.as_raw_fd(), second, POLL_IN).unwrap();
+    poller.poll(LONG, &mut out).unwrap();
+    assert_eq!(out, [PollEvent::new(second, POLL_IN)]);
+}
+
+/// Contract point 5: `reset` drops every registration, including what epoll keeps
+/// for an fd closed while a dup holds its file open (which no `unregister` can
+/// reach), and the poller takes registrations again as if new.
+pub(super) fn reset_drops_every_registration_even_a_closed_fds(backend: Backend) {
+    let _guard = lock_fd_numbers();
+    let (sock, mut peer) = UnixStream::pair().unwrap();
+    let (c, mut d) = UnixStream::pair().unwrap();
+    let closed = high_fd(&sock);
+    let mut poller = open(backend);
+    poller
+        .register(closed.as_raw_fd(), fd_token(closed.as_raw_fd()), POLL_IN)
+        .unwrap();
+    poller
+        .register(c.as_raw_fd(), fd_token(c.as_raw_fd()), POLL_IN)
+        .unwrap();
+    peer.write_all(b"x").unwrap();
+    d.write_all(b"x").unwrap();
+    drop(closed); // `sock` keeps the file open
+    poll_sorted(poller.as_mut(), Some(Duration::ZERO));
+    poller.reset().unwrap();
+    assert_eq!(poll_sorted(poller.as_mut(), Some(Duration::ZERO)), []);
+    poller
+        .register(c.as_raw_fd(), fd_token(c.as_raw_fd()), POLL_IN)
+        .unwrap();
+    assert_eq!(poll_sorted(poller.as_mut(), LONG), [(c.as_raw_fd(), POLL_IN)]);
+    drop(sock);
+}
+
 /// One module per backend of this platform, each running every case.
 macro_rules! contract_cases {
     ($($case:ident),* $(,)?) => {
@@ -252,4 +299,6 @@ contract_cases!(
     tcp_listener_is_readable_with_a_pending_connection,
     sub_millisecond_timeout_waits_at_least_that_long,
     signal_during_wait_is_interrupted,
+    events_carry_the_registered_token,
+    reset_drops_every_registration_even_a_closed_fds,
 );
