@@ -12,7 +12,7 @@ use crate::poller::{AnyPoller, Backend, PollEvent, Poller, PollerError};
 use crate::shrink::{NO_FREE, Shrink, SlabSlot};
 use crate::signal::{Signal, SignalSource};
 use crate::timer::{TimerId, TimerQueue, nanos};
-pub use crate::token::Token;
+use crate::token::Token;
 use crate::waker::{LoopHandle, Waker};
 
 /// The original's `TIMEOUT_PRECISION`: how often periodic callbacks run.

@@ -35,11 +35,12 @@ pub mod timer;
 mod token;
 mod waker;
 
-pub use event_loop::{Builder, Ctx, EventLoop, Handler, PeriodicId, TIMEOUT_PRECISION, Token, get_sock_error};
+pub use event_loop::{Builder, Ctx, EventLoop, Handler, PeriodicId, TIMEOUT_PRECISION, get_sock_error};
 pub use events::{EVENT_NAMES, Events, POLL_ERR, POLL_HUP, POLL_IN, POLL_NULL, POLL_NVAL, POLL_OUT};
 pub use poller::{BACKEND_ENV, Backend, PollEvent, Poller, PollerError};
 pub use signal::Signal;
 pub use timer::TimerId;
+pub use token::Token;
 pub use waker::LoopHandle;
 
 /// The README's examples, compiled as doc tests so they cannot rot.
