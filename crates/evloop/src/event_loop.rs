@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::events::{Events, POLL_NVAL};
-use crate::file_id::{self, FileId};
+use crate::file_id::{self, FileId, Identity};
 use crate::poller::{AnyPoller, Backend, PollEvent, Poller, PollerError};
 use crate::shrink::{NO_FREE, Shrink, SlabSlot};
 use crate::signal::{Signal, SignalSource};
@@ -85,9 +85,10 @@ struct Slot<D> {
     generation: u32,
     fd: RawFd,
     mode: Events,
-    /// The file `fd` named at `add`: the loop closes the source only while the
-    /// number still names it.
-    file: FileId,
+    /// The file `fd` named at `add`, on backends whose kernel cannot tell
+    /// (`None` where it can: [`Backend::kernel_checks_identity`]). The loop
+    /// closes the source only while the number still names that file.
+    file: Option<FileId>,
     /// `None` while its handler runs (and while vacant).
     entry: Option<BoxedEntry<D>>,
     /// The source's type, so that `set_handler` and `take` can check it even while
@@ -273,8 +274,9 @@ pub struct EventLoop<D = ()> {
     /// [`RESET`]): one test per iteration covers them all.
     pending: u8,
     /// The registration whose handler is running removed itself: its token, fd and
-    /// file, to check when the handler returns and its source is to be dropped.
-    running_removed: Option<(Token, RawFd, FileId)>,
+    /// what says whether the fd is still its own, to check when the handler
+    /// returns and its source is to be dropped.
+    running_removed: Option<(Token, RawFd, Identity)>,
     /// Registrations dropped because their fd no longer named their file. If one
     /// of these tokens still comes back from a poll, the kernel kept an entry the
     /// loop cannot reach by number (epoll, with a `dup` of the closed fd still
@@ -357,11 +359,16 @@ impl<D: 'static> EventLoop<D> {
                 format!("{}: add fd {fd}: not a descriptor", self.backend),
             )
         })?;
-        let file = FileId::of(fd).map_err(|err| PollerError::os(self.backend, "register", Some(fd), err))?;
+        // Where the kernel proves identity, nothing is recorded: no `fstat` per add.
+        let file = if self.backend.kernel_checks_identity() {
+            None
+        } else {
+            Some(FileId::of(fd).map_err(|err| PollerError::os(self.backend, "register", Some(fd), err))?)
+        };
         if let Some(&old) = self.fd_tokens.get(fd_index)
             && old != NO_TOKEN
         {
-            if self.slots[old.index as usize].file == file {
+            if self.still_names_its_file(old) {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
                     PollerError {
@@ -542,8 +549,17 @@ impl<D: 'static> EventLoop<D> {
     fn detach(&mut self, token: Token) -> io::Result<Option<BoxedEntry<D>>> {
         let (fd, file, entry) = self.vacate(token)?;
         let unregistered = self.poller.unregister(fd);
-        let Some(entry) = entry else { return Ok(None) };
-        if file.is_at(fd) {
+        // Where the kernel checks identity, the unregister is the proof (it fails
+        // for a number that no longer names the registered file).
+        let identity = match file {
+            Some(file) => Identity::Recorded(file),
+            None => Identity::Proven(unregistered.is_ok()),
+        };
+        let Some(entry) = entry else {
+            self.running_removed = Some((token, fd, identity));
+            return Ok(None);
+        };
+        if identity.holds_at(fd) {
             if let Err(err) = unregistered {
                 log::warn!("{}: {token} fd {fd}: {err}", self.backend);
             }
@@ -553,10 +569,25 @@ impl<D: 'static> EventLoop<D> {
         Ok(None)
     }
 
+    /// Whether a live registration's fd number still names the file it was added
+    /// with: the file recorded at `add` compared (`fstat`), or, where the kernel
+    /// checks identity, a modify to the same token and mode (which fails for a
+    /// number that names another file or none).
+    fn still_names_its_file(&mut self, token: Token) -> bool {
+        let slot = &self.slots[token.index as usize];
+        match slot.file {
+            Some(file) => file.is_at(slot.fd),
+            None => {
+                let (fd, mode) = (slot.fd, slot.mode);
+                self.poller.modify(fd, token, mode).is_ok()
+            }
+        }
+    }
+
     /// Free a live slot (its token goes stale) and forget its fd; returns the fd,
-    /// its file and the entry, unless its handler is running (then `put_back`
-    /// drops it, after the same check of the file).
-    fn vacate(&mut self, token: Token) -> io::Result<(RawFd, FileId, Option<BoxedEntry<D>>)> {
+    /// its recorded file and the entry, unless its handler is running (then the
+    /// caller leaves `running_removed` for `put_back`).
+    fn vacate(&mut self, token: Token) -> io::Result<(RawFd, Option<FileId>, Option<BoxedEntry<D>>)> {
         let free_head = self.free_head;
         let slot = self.slot_mut(token)?;
         let fd = std::mem::replace(&mut slot.fd, VACANT);
@@ -576,9 +607,6 @@ impl<D: 'static> EventLoop<D> {
         }
         if !self.replacements.is_empty() {
             self.replacements.retain(|(t, _)| *t != token);
-        }
-        if entry.is_none() {
-            self.running_removed = Some((token, fd, file));
         }
         Ok((fd, file, entry))
     }
@@ -607,8 +635,9 @@ impl<D: 'static> EventLoop<D> {
         // The number is no longer this registration's; the poller's entry for it
         // goes (poll and select keep one per number), and errors say only that.
         let _ = self.poller.unregister(fd);
-        if let Some(entry) = entry {
-            self.lost(token, fd, entry);
+        match entry {
+            Some(entry) => self.lost(token, fd, entry),
+            None => self.running_removed = Some((token, fd, Identity::Proven(false))),
         }
     }
 
@@ -667,21 +696,28 @@ impl<D: 'static> EventLoop<D> {
     fn reset_poller(&mut self) {
         self.pending &= !(RESET | SUSPECTS | NEW_SUSPECTS);
         self.suspects.clear();
+        // Which registrations still name their files is asked before the reset:
+        // where the kernel is the proof, it forgets every entry with it.
+        let live: Vec<Token> = (self.slots.iter().enumerate())
+            .filter(|(_, slot)| slot.is_live())
+            .map(|(index, slot)| Token {
+                index: index as u32,
+                generation: slot.generation,
+            })
+            .collect();
+        let live: Vec<(Token, bool)> = live
+            .into_iter()
+            .map(|token| (token, self.still_names_its_file(token)))
+            .collect();
         if let Err(err) = self.poller.reset() {
             log::error!("{}: resetting the poller failed: {err}", self.backend);
             return;
         }
         let mut lost = Vec::new();
         let mut kept = 0;
-        for (index, slot) in self.slots.iter().enumerate() {
-            if !slot.is_live() {
-                continue;
-            }
-            let token = Token {
-                index: index as u32,
-                generation: slot.generation,
-            };
-            if slot.file.is_at(slot.fd) && self.poller.register(slot.fd, token, slot.mode).is_ok() {
+        for (token, ours) in live {
+            let slot = &self.slots[token.index as usize];
+            if ours && self.poller.register(slot.fd, token, slot.mode).is_ok() {
                 kept += 1;
             } else {
                 lost.push(token);
@@ -1008,9 +1044,7 @@ impl<D: 'static> EventLoop<D> {
             "{}: handler for fd {fd} ({token}) failed on {events}: {err}",
             self.backend
         );
-        if let Ok(slot) = self.slot_mut(token)
-            && !slot.file.is_at(slot.fd)
-        {
+        if self.contains(token) && !self.still_names_its_file(token) {
             self.drop_stale(token);
         }
     }
@@ -1038,12 +1072,13 @@ impl<D: 'static> EventLoop<D> {
     }
 
     /// The handler removed its own registration: now its source may close, if its
-    /// fd still names the file it had at `add`.
+    /// fd still names the file it had at `add` (or the kernel said so at the
+    /// unregister).
     #[cold]
     #[inline(never)]
     fn removed_while_running(&mut self, token: Token, entry: BoxedEntry<D>) {
         match self.running_removed.take() {
-            Some((removed, fd, file)) if removed == token && !file.is_at(fd) => self.lost(token, fd, entry),
+            Some((removed, fd, identity)) if removed == token && !identity.holds_at(fd) => self.lost(token, fd, entry),
             _ => drop(entry),
         }
         self.retry_unreleased();

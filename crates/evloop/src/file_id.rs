@@ -2,11 +2,26 @@
 //! number names another file now.
 //!
 //! An fd number is only a name: closed behind the loop's back, it can be handed
-//! to the next socket anyone opens. The loop records each source's [`FileId`] at
-//! `add` and compares it where that is cheap (one `fstat`): before it closes a
-//! source, when it is told the fd is bad, and when a new source brings a number
-//! that is still registered. A source whose number names another file is never
-//! closed by the loop ([`release`]).
+//! to the next socket anyone opens. Before the loop closes a source, and when a
+//! handler fails or a new source brings a number that is still registered, it
+//! makes sure the number still names the source's file. How depends on the
+//! backend ([`Backend::kernel_checks_identity`]):
+//!
+//! - **epoll** proves it for free: its entries are keyed by the open file *and*
+//!   the number, so `EPOLL_CTL_DEL` (or `EPOLL_CTL_MOD`) by number succeeds only
+//!   while the number names the registered file (`EBADF` once it is closed,
+//!   `ENOENT` once it names another file). The unregister that `remove` does
+//!   anyway is the proof; nothing is recorded at `add`.
+//! - **poll and select** keep their own table by number, which cannot tell one
+//!   file from another, and **kqueue** queues its changes until the next poll
+//!   (and a `POLL_NULL` registration has no filter in the kernel at all), so an
+//!   unregister's result proves nothing there. The loop records the source's
+//!   [`FileId`] at `add` and compares it (one `fstat`).
+//!
+//! A source whose number names another file is never closed by the loop
+//! ([`release`]).
+//!
+//! [`Backend::kernel_checks_identity`]: crate::Backend::kernel_checks_identity
 
 use std::any::Any;
 use std::io;
@@ -44,6 +59,25 @@ impl FileId {
     /// Whether `fd` still names this file.
     pub(crate) fn is_at(self, fd: RawFd) -> bool {
         FileId::of(fd).is_ok_and(|now| now == self)
+    }
+}
+
+/// How the loop knows whether a registration's fd number still names its file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Identity {
+    /// The kernel answered already (an unregister succeeded or failed).
+    Proven(bool),
+    /// The file recorded at `add`, to compare with what the number names now.
+    Recorded(FileId),
+}
+
+impl Identity {
+    /// Whether `fd` still names the registration's file.
+    pub(crate) fn holds_at(self, fd: RawFd) -> bool {
+        match self {
+            Identity::Proven(ours) => ours,
+            Identity::Recorded(file) => file.is_at(fd),
+        }
     }
 }
 

@@ -208,6 +208,19 @@ impl Backend {
         }
     }
 
+    /// Whether the kernel itself refuses to unregister or modify an fd number
+    /// that no longer names the file it was registered with (closed, or reused by
+    /// another file), so that the result of those calls proves the number is
+    /// still the registration's. True for epoll, whose entries are keyed by file
+    /// and number. Not for poll and select (their tables are the poller's own,
+    /// by number), nor for kqueue as this backend drives it (changes wait for the
+    /// next `kevent`, and a `POLL_NULL` registration has no filter to check): the
+    /// loop records and compares the file's identity there instead
+    /// (see `file_id`).
+    pub(crate) const fn kernel_checks_identity(self) -> bool {
+        matches!(self, Backend::Epoll)
+    }
+
     /// The backends this platform has, in order of preference.
     pub fn available() -> impl Iterator<Item = Backend> {
         Backend::ALL.into_iter().filter(|b| b.is_available())
