@@ -85,10 +85,6 @@ struct Slot<D> {
     generation: u32,
     fd: RawFd,
     mode: Events,
-    /// The file `fd` named at `add`, on backends whose kernel cannot tell
-    /// (`None` where it can: [`Backend::kernel_checks_identity`]). The loop
-    /// closes the source only while the number still names that file.
-    file: Option<FileId>,
     /// `None` while its handler runs (and while vacant).
     entry: Option<BoxedEntry<D>>,
     /// The source's type, so that `set_handler` and `take` can check it even while
@@ -202,6 +198,7 @@ impl Builder {
             free_head: NO_FREE,
             registered: 0,
             fd_tokens: Vec::new(),
+            files: Vec::new(),
             replacements: Vec::new(),
             timers: TimerQueue::new(),
             periodics: Vec::new(),
@@ -257,6 +254,12 @@ pub struct EventLoop<D = ()> {
     registered: usize,
     /// fd number -> the registration that owns it (`NO_TOKEN` if none).
     fd_tokens: Vec<Token>,
+    /// Slot index -> the file its fd named at `add`, on backends whose kernel
+    /// cannot tell ([`Backend::kernel_checks_identity`]; empty where it can). The
+    /// loop closes a source only while its number still names that file. Beside
+    /// the slots rather than in them, so that a slot stays 48 bytes: dispatch
+    /// indexes the slab once per event.
+    files: Vec<Option<FileId>>,
     /// `set_handler` calls for handlers that were running at the time.
     replacements: Vec<(Token, Replacement<D>)>,
     timers: TimerQueue<Callback<D>>,
@@ -396,7 +399,6 @@ impl<D: 'static> EventLoop<D> {
             self.free_head = slot.next_free;
             slot.fd = fd;
             slot.mode = mode;
-            slot.file = file;
             slot.source_type = source_type;
             slot.entry = Some(entry);
         } else {
@@ -405,7 +407,6 @@ impl<D: 'static> EventLoop<D> {
                 generation,
                 fd,
                 mode,
-                file,
                 entry: Some(entry),
                 source_type,
                 next_free: NO_FREE,
@@ -415,6 +416,12 @@ impl<D: 'static> EventLoop<D> {
             self.fd_tokens.resize(fd_index + 1, NO_TOKEN);
         }
         self.fd_tokens[fd_index] = token;
+        if let Some(file) = file {
+            if self.files.len() <= index as usize {
+                self.files.resize(index as usize + 1, None);
+            }
+            self.files[index as usize] = Some(file);
+        }
         self.registered += 1;
         Ok(token)
     }
@@ -552,8 +559,9 @@ impl<D: 'static> EventLoop<D> {
         // Where the kernel checks identity, the unregister is the proof (it fails
         // for a number that no longer names the registered file).
         let identity = match file {
+            _ if self.backend.kernel_checks_identity() => Identity::Proven(unregistered.is_ok()),
             Some(file) => Identity::Recorded(file),
-            None => Identity::Proven(unregistered.is_ok()),
+            None => Identity::Proven(false),
         };
         let Some(entry) = entry else {
             self.running_removed = Some((token, fd, identity));
@@ -575,13 +583,12 @@ impl<D: 'static> EventLoop<D> {
     /// number that names another file or none).
     fn still_names_its_file(&mut self, token: Token) -> bool {
         let slot = &self.slots[token.index as usize];
-        match slot.file {
-            Some(file) => file.is_at(slot.fd),
-            None => {
-                let (fd, mode) = (slot.fd, slot.mode);
-                self.poller.modify(fd, token, mode).is_ok()
-            }
+        let (fd, mode) = (slot.fd, slot.mode);
+        if self.backend.kernel_checks_identity() {
+            return self.poller.modify(fd, token, mode).is_ok();
         }
+        let file = self.files.get(token.index as usize).copied().flatten();
+        file.is_some_and(|file| file.is_at(fd))
     }
 
     /// Free a live slot (its token goes stale) and forget its fd; returns the fd,
@@ -591,11 +598,11 @@ impl<D: 'static> EventLoop<D> {
         let free_head = self.free_head;
         let slot = self.slot_mut(token)?;
         let fd = std::mem::replace(&mut slot.fd, VACANT);
-        let file = slot.file;
         let entry = slot.entry.take();
         slot.generation = slot.generation.wrapping_add(1);
         slot.next_free = free_head;
         self.free_head = token.index;
+        let file = self.files.get_mut(token.index as usize).and_then(Option::take);
         self.registered -= 1;
         if self.shrink.is_due(self.registered) {
             self.pending |= SHRINK;
@@ -619,6 +626,8 @@ impl<D: 'static> EventLoop<D> {
     fn shrink_tables(&mut self) {
         self.pending &= !SHRINK;
         self.free_head = self.shrink.shrink(&mut self.slots, self.registered);
+        self.files.truncate(self.slots.len());
+        self.files.shrink_to_fit();
         while self.fd_tokens.last() == Some(&NO_TOKEN) {
             self.fd_tokens.pop();
         }
@@ -1028,7 +1037,7 @@ impl<D: 'static> EventLoop<D> {
         }
         let Some(mut entry) = slot.entry.take() else { return 0 };
         if let Err(err) = entry.dispatch(&mut Ctx { lp: self, data }, token, events) {
-            self.handler_failed(token, entry.raw_fd(), events, &err);
+            self.handler_failed(token, &*entry, events, err);
         }
         self.put_back(token, entry, events);
         1
@@ -1036,10 +1045,13 @@ impl<D: 'static> EventLoop<D> {
 
     /// Log a handler's error; if the registration is still live and its fd no longer
     /// names its file (a read on a closed fd fails with `EBADF` on every event),
-    /// drop it, without closing the number.
+    /// drop it, without closing the number. Takes the entry and the error as they
+    /// are, so that dispatch keeps nothing of the failure in a register: all of it
+    /// is read, and the error dropped, out of line.
     #[cold]
     #[inline(never)]
-    fn handler_failed(&mut self, token: Token, fd: RawFd, events: Events, err: &io::Error) {
+    fn handler_failed(&mut self, token: Token, entry: &dyn Entry<D>, events: Events, err: io::Error) {
+        let fd = entry.raw_fd();
         log::error!(
             "{}: handler for fd {fd} ({token}) failed on {events}: {err}",
             self.backend
