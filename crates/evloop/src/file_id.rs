@@ -73,6 +73,7 @@ pub(crate) enum Identity {
 
 impl Identity {
     /// Whether `fd` still names the registration's file.
+    #[inline]
     pub(crate) fn holds_at(self, fd: RawFd) -> bool {
         match self {
             Identity::Proven(ours) => ours,
