@@ -7,50 +7,16 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::events::{Events, POLL_NVAL};
-use crate::poller::{Backend, LoopPoller, fd_is_open};
+use crate::file_id::{self, FileId, Identity};
+use crate::poller::{AnyPoller, Backend, PollEvent, Poller, PollerError};
 use crate::shrink::{NO_FREE, Shrink, SlabSlot};
 use crate::signal::{Signal, SignalSource};
 use crate::timer::{TimerId, TimerQueue, nanos};
+use crate::token::Token;
 use crate::waker::{LoopHandle, Waker};
 
 /// The original's `TIMEOUT_PRECISION`: how often periodic callbacks run.
 pub const TIMEOUT_PRECISION: Duration = Duration::from_secs(10);
-
-/// Names one registration. A token is never reused for another registration: after
-/// `remove`, the same slot comes back with a new generation, so a stale token (or a
-/// stale event carrying it) matches nothing.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Token {
-    index: u32,
-    generation: u32,
-}
-
-impl Token {
-    /// The token as one integer (for logs, or as a map key).
-    pub const fn as_u64(self) -> u64 {
-        (self.generation as u64) << 32 | self.index as u64
-    }
-
-    /// The token of [`as_u64`](Self::as_u64)'s integer.
-    pub const fn from_u64(value: u64) -> Token {
-        Token {
-            index: value as u32,
-            generation: (value >> 32) as u32,
-        }
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Token({}v{})", self.index, self.generation)
-    }
-}
-
-impl fmt::Display for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
 
 /// What a callback gets besides its own arguments: the loop, to add, remove or
 /// modify any registration (its own included), set timers or stop; and the
@@ -67,7 +33,8 @@ pub struct Ctx<'a, D = ()> {
 
 /// What a handler is: a closure (or fn) called for the events on one registered
 /// source, the original's `handle_event(sock, fd, event)`. It gets the loop and
-/// data, its source, its token and the events.
+/// data, its source, its token and the events. [`EventLoop::add`] and
+/// [`EventLoop::set_handler`] take one; any such closure is one.
 ///
 /// An error returned by a handler is logged with the fd and the events, and the
 /// loop goes on with the next event, as the original does. A panic is not caught,
@@ -81,9 +48,8 @@ trait Entry<D> {
     fn dispatch(&mut self, cx: &mut Ctx<'_, D>, token: Token, events: Events) -> io::Result<()>;
     fn source_mut(&mut self) -> &mut dyn Any;
     fn into_source(self: Box<Self>) -> Box<dyn Any>;
-    /// Drop the handler but not the source: its fd was closed behind the loop's
-    /// back, and closing the number again could close someone else's descriptor.
-    fn forget_source(self: Box<Self>);
+    /// The source's fd number (for logs, after its slot has forgotten it).
+    fn raw_fd(&self) -> RawFd;
 }
 
 struct Registered<S, H> {
@@ -91,7 +57,7 @@ struct Registered<S, H> {
     handler: H,
 }
 
-impl<S: 'static, D, H: Handler<S, D>> Entry<D> for Registered<S, H> {
+impl<S: AsFd + 'static, D, H: Handler<S, D>> Entry<D> for Registered<S, H> {
     #[inline]
     fn dispatch(&mut self, cx: &mut Ctx<'_, D>, token: Token, events: Events) -> io::Result<()> {
         (self.handler)(cx, &mut self.source, token, events)
@@ -105,10 +71,8 @@ impl<S: 'static, D, H: Handler<S, D>> Entry<D> for Registered<S, H> {
         Box::new(self.source)
     }
 
-    fn forget_source(self: Box<Self>) {
-        let Registered { source, handler } = *self;
-        drop(handler);
-        std::mem::forget(source);
+    fn raw_fd(&self) -> RawFd {
+        self.source.as_fd().as_raw_fd()
     }
 }
 
@@ -224,15 +188,17 @@ impl Builder {
             Some(b) => b,
             None => Backend::auto()?,
         };
-        let poller = LoopPoller::open(backend)?;
+        let poller = AnyPoller::open(backend)?;
         log::debug!("using event model: {backend}");
         Ok(EventLoop {
             poller,
+            batch: Vec::new(),
             backend,
             slots: Vec::new(),
             free_head: NO_FREE,
             registered: 0,
             fd_tokens: Vec::new(),
+            files: Vec::new(),
             replacements: Vec::new(),
             timers: TimerQueue::new(),
             periodics: Vec::new(),
@@ -244,6 +210,9 @@ impl Builder {
             waker: None,
             shrink: Shrink::default(),
             pending: 0,
+            running_removed: None,
+            suspects: Vec::new(),
+            unreleased: Vec::new(),
         })
     }
 }
@@ -276,13 +245,21 @@ impl Builder {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct EventLoop<D = ()> {
-    poller: LoopPoller,
+    poller: AnyPoller,
+    /// The last poll's events, each carrying the token of its registration.
+    batch: Vec<PollEvent>,
     backend: Backend,
     slots: Vec<Slot<D>>,
     free_head: u32,
     registered: usize,
     /// fd number -> the registration that owns it (`NO_TOKEN` if none).
     fd_tokens: Vec<Token>,
+    /// Slot index -> the file its fd named at `add`, on backends whose kernel
+    /// cannot tell ([`Backend::kernel_checks_identity`]; empty where it can). The
+    /// loop closes a source only while its number still names that file. Beside
+    /// the slots rather than in them, so that a slot stays 48 bytes: dispatch
+    /// indexes the slab once per event.
+    files: Vec<Option<FileId>>,
     /// `set_handler` calls for handlers that were running at the time.
     replacements: Vec<(Token, Replacement<D>)>,
     timers: TimerQueue<Callback<D>>,
@@ -296,9 +273,21 @@ pub struct EventLoop<D = ()> {
     waker: Option<Waker>,
     /// When the registration slab gives back what a burst left behind.
     shrink: Shrink,
-    /// What the loop must attend to between two iterations ([`STOP`], [`SHRINK`]):
-    /// one test per iteration covers them all.
+    /// What the loop must attend to between two iterations ([`STOP`], [`SHRINK`],
+    /// [`RESET`]): one test per iteration covers them all.
     pending: u8,
+    /// The registration whose handler is running removed itself: its token, fd and
+    /// what says whether the fd is still its own, to check when the handler
+    /// returns and its source is to be dropped.
+    running_removed: Option<(Token, RawFd, Identity)>,
+    /// Registrations dropped because their fd no longer named their file. If one
+    /// of these tokens still comes back from a poll, the kernel kept an entry the
+    /// loop cannot reach by number (epoll, with a `dup` of the closed fd still
+    /// open): the poller is reset.
+    suspects: Vec<Token>,
+    /// Sources whose fd number names another file: dropping them would close that
+    /// file. Each is dropped once its number is free ([`file_id::release`]).
+    unreleased: Vec<(RawFd, Box<dyn Any>)>,
 }
 
 /// `pending`: [`EventLoop::stop`] was called.
@@ -306,6 +295,18 @@ const STOP: u8 = 1;
 /// `pending`: registrations or timers fell far below their tables' size; the
 /// tables shrink between two iterations, when no handler is out of its slot.
 const SHRINK: u8 = 2;
+/// `pending`: the poller is to be reset and every live registration registered
+/// again (too many [`EventLoop::suspects`] to keep).
+const RESET: u8 = 4;
+/// `pending`: there are suspects; each poll's tokens are checked against them
+/// ([`EventLoop::check_suspects`]), which resets the poller if one comes back.
+const SUSPECTS: u8 = 8;
+/// `pending`: a suspect was added since the last poll, whose batch (which may
+/// well carry its token, legitimately) is not checked: the next one is.
+const NEW_SUSPECTS: u8 = 16;
+
+/// How many suspects are kept; one more resets the poller, which clears them.
+const MAX_SUSPECTS: usize = 64;
 
 impl<D: 'static> EventLoop<D> {
     /// A loop on the automatically chosen backend (see [`Backend::auto`]).
@@ -339,14 +340,16 @@ impl<D: 'static> EventLoop<D> {
     /// it and then drops (closes) it, in that order. To keep using a socket
     /// elsewhere too, register an `Rc<TcpStream>` and keep a clone.
     ///
-    /// If the fd number is still registered under an older token, that older
-    /// source was closed behind the loop's back (two live owners of one fd cannot
-    /// exist in safe Rust): the stale registration is dropped with a warning and
-    /// the new one takes the number.
+    /// A source whose fd is registered already (a clone of a registered
+    /// `Rc<TcpStream>`, say) is refused with `ErrorKind::AlreadyExists`, and dropped;
+    /// the registration it collided with is untouched. If the number is still
+    /// registered but now names another file, the older source was closed behind
+    /// the loop's back: its registration is dropped with a warning (its source
+    /// without closing the number) and the new one takes the number.
     pub fn add<S, H>(&mut self, source: S, mode: Events, handler: H) -> io::Result<Token>
     where
         S: AsFd + 'static,
-        H: FnMut(&mut Ctx<'_, D>, &mut S, Token, Events) -> io::Result<()> + 'static,
+        H: Handler<S, D>,
     {
         let fd = source.as_fd().as_raw_fd();
         self.add_entry(fd, mode, TypeId::of::<S>(), Box::new(Registered { source, handler }))
@@ -359,14 +362,27 @@ impl<D: 'static> EventLoop<D> {
                 format!("{}: add fd {fd}: not a descriptor", self.backend),
             )
         })?;
+        // Where the kernel proves identity, nothing is recorded: no `fstat` per add.
+        let file = if self.backend.kernel_checks_identity() {
+            None
+        } else {
+            Some(FileId::of(fd).map_err(|err| PollerError::os(self.backend, "register", Some(fd), err))?)
+        };
         if let Some(&old) = self.fd_tokens.get(fd_index)
             && old != NO_TOKEN
         {
-            log::warn!(
-                "{}: fd {fd} is registered as {old} but a new source has the same number: \
-                 the old one was closed without remove(); dropping its registration",
-                self.backend
-            );
+            if self.still_names_its_file(old) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    PollerError {
+                        backend: self.backend,
+                        op: "register",
+                        fd: Some(fd),
+                        errno: Some(libc::EEXIST),
+                        reason: format!("already registered, as {old}"),
+                    },
+                ));
+            }
             self.drop_stale(old);
         }
         let index = match self.free_head {
@@ -378,7 +394,7 @@ impl<D: 'static> EventLoop<D> {
             .get(index as usize)
             .map_or(self.shrink.new_generation(), |s| s.generation);
         let token = Token { index, generation };
-        self.poller.register(fd, mode, token)?;
+        self.poller.register(fd, token, mode)?;
         if let Some(slot) = self.slots.get_mut(index as usize) {
             self.free_head = slot.next_free;
             slot.fd = fd;
@@ -400,6 +416,12 @@ impl<D: 'static> EventLoop<D> {
             self.fd_tokens.resize(fd_index + 1, NO_TOKEN);
         }
         self.fd_tokens[fd_index] = token;
+        if let Some(file) = file {
+            if self.files.len() <= index as usize {
+                self.files.resize(index as usize + 1, None);
+            }
+            self.files[index as usize] = Some(file);
+        }
         self.registered += 1;
         Ok(token)
     }
@@ -435,7 +457,7 @@ impl<D: 'static> EventLoop<D> {
         }
         let fd = slot.fd;
         slot.mode = mode;
-        self.poller.modify(fd, mode, token)
+        self.poller.modify(fd, token, mode)
     }
 
     /// Replace the handler of a registration, and its mode: the original's
@@ -444,7 +466,7 @@ impl<D: 'static> EventLoop<D> {
     pub fn set_handler<S, H>(&mut self, token: Token, mode: Events, handler: H) -> io::Result<()>
     where
         S: AsFd + 'static,
-        H: FnMut(&mut Ctx<'_, D>, &mut S, Token, Events) -> io::Result<()> + 'static,
+        H: Handler<S, D>,
     {
         let backend = self.backend;
         let wrong_type = move || {
@@ -490,10 +512,13 @@ impl<D: 'static> EventLoop<D> {
 
     /// Unregister a source, then drop (close) it. A handler may remove any
     /// registration, its own included (its source is dropped when it returns).
-    /// Events already fetched for it are not delivered.
+    /// Events already fetched for it are not delivered. A source whose fd number
+    /// no longer names the file it had at `add` (it was closed behind the loop's
+    /// back) is dropped without closing the number.
     pub fn remove(&mut self, token: Token) -> io::Result<()> {
         // Dropping the entry (if it is not running) closes the source, after the unregister.
         drop(self.detach(token)?);
+        self.retry_unreleased();
         Ok(())
     }
 
@@ -525,35 +550,51 @@ impl<D: 'static> EventLoop<D> {
         }
     }
 
-    /// Unregister and free the slot; returns the entry unless its handler is running.
-    /// A source whose fd turns out closed is forgotten, never closed again.
+    /// Unregister and free the slot; returns the entry, to be dropped, unless its
+    /// handler is running (then `put_back` drops it) or its fd no longer names its
+    /// file (then the source is let go of without closing the number).
     fn detach(&mut self, token: Token) -> io::Result<Option<BoxedEntry<D>>> {
-        let (fd, entry) = self.vacate(token)?;
+        let (fd, file, entry) = self.vacate(token)?;
         let unregistered = self.poller.unregister(fd);
-        // epoll checks the fd in the kernel; the other backends keep their own
-        // tables and would happily "unregister" a closed number, so ask the kernel.
-        let closed = match &unregistered {
-            Err(err) => {
-                log::warn!(
-                    "{}: {token} fd {fd}: {err}; its source is dropped without closing it",
-                    self.backend
-                );
-                true
-            }
-            Ok(()) => self.backend != Backend::Epoll && !fd_is_open(fd),
+        // Where the kernel checks identity, the unregister is the proof (it fails
+        // for a number that no longer names the registered file).
+        let identity = match file {
+            _ if self.backend.kernel_checks_identity() => Identity::Proven(unregistered.is_ok()),
+            Some(file) => Identity::Recorded(file),
+            None => Identity::Proven(false),
         };
-        match entry {
-            Some(entry) if closed => {
-                entry.forget_source();
-                Ok(None)
+        let Some(entry) = entry else {
+            self.running_removed = Some((token, fd, identity));
+            return Ok(None);
+        };
+        if identity.holds_at(fd) {
+            if let Err(err) = unregistered {
+                log::warn!("{}: {token} fd {fd}: {err}", self.backend);
             }
-            entry => Ok(entry),
+            return Ok(Some(entry));
         }
+        self.lost(token, fd, entry);
+        Ok(None)
     }
 
-    /// Free a live slot (its token goes stale) and forget its fd; returns the fd
-    /// and the entry, unless its handler is running (then `put_back` drops it).
-    fn vacate(&mut self, token: Token) -> io::Result<(RawFd, Option<BoxedEntry<D>>)> {
+    /// Whether a live registration's fd number still names the file it was added
+    /// with: the file recorded at `add` compared (`fstat`), or, where the kernel
+    /// checks identity, a modify to the same token and mode (which fails for a
+    /// number that names another file or none).
+    fn still_names_its_file(&mut self, token: Token) -> bool {
+        let slot = &self.slots[token.index as usize];
+        let (fd, mode) = (slot.fd, slot.mode);
+        if self.backend.kernel_checks_identity() {
+            return self.poller.modify(fd, token, mode).is_ok();
+        }
+        let file = self.files.get(token.index as usize).copied().flatten();
+        file.is_some_and(|file| file.is_at(fd))
+    }
+
+    /// Free a live slot (its token goes stale) and forget its fd; returns the fd,
+    /// its recorded file and the entry, unless its handler is running (then the
+    /// caller leaves `running_removed` for `put_back`).
+    fn vacate(&mut self, token: Token) -> io::Result<(RawFd, Option<FileId>, Option<BoxedEntry<D>>)> {
         let free_head = self.free_head;
         let slot = self.slot_mut(token)?;
         let fd = std::mem::replace(&mut slot.fd, VACANT);
@@ -561,6 +602,7 @@ impl<D: 'static> EventLoop<D> {
         slot.generation = slot.generation.wrapping_add(1);
         slot.next_free = free_head;
         self.free_head = token.index;
+        let file = self.files.get_mut(token.index as usize).and_then(Option::take);
         self.registered -= 1;
         if self.shrink.is_due(self.registered) {
             self.pending |= SHRINK;
@@ -573,7 +615,7 @@ impl<D: 'static> EventLoop<D> {
         if !self.replacements.is_empty() {
             self.replacements.retain(|(t, _)| *t != token);
         }
-        Ok((fd, entry))
+        Ok((fd, file, entry))
     }
 
     /// Give back the memory a burst of connections left behind, between two
@@ -584,6 +626,8 @@ impl<D: 'static> EventLoop<D> {
     fn shrink_tables(&mut self) {
         self.pending &= !SHRINK;
         self.free_head = self.shrink.shrink(&mut self.slots, self.registered);
+        self.files.truncate(self.slots.len());
+        self.files.shrink_to_fit();
         while self.fd_tokens.last() == Some(&NO_TOKEN) {
             self.fd_tokens.pop();
         }
@@ -593,13 +637,109 @@ impl<D: 'static> EventLoop<D> {
         }
     }
 
-    /// Drop a registration whose fd was found closed (or reused), without closing it.
+    /// Drop a registration whose fd no longer names its file (closed behind the
+    /// loop's back, perhaps reused), without closing the number.
     fn drop_stale(&mut self, token: Token) {
-        let Ok((fd, entry)) = self.vacate(token) else { return };
-        // Best effort: epoll may still hold the entry if the file lives on in a dup.
+        let Ok((fd, _, entry)) = self.vacate(token) else { return };
+        // The number is no longer this registration's; the poller's entry for it
+        // goes (poll and select keep one per number), and errors say only that.
         let _ = self.poller.unregister(fd);
-        if let Some(entry) = entry {
-            entry.forget_source();
+        match entry {
+            Some(entry) => self.lost(token, fd, entry),
+            None => self.running_removed = Some((token, fd, Identity::Proven(false))),
+        }
+    }
+
+    /// A registration's fd turned out not to name its file any more: say so once,
+    /// remember its token in case the kernel still reports it, and let go of the
+    /// source without closing what the number names now.
+    #[cold]
+    #[inline(never)]
+    fn lost(&mut self, token: Token, fd: RawFd, entry: BoxedEntry<D>) {
+        let now = if FileId::of(fd).is_ok() {
+            "names another file now"
+        } else {
+            "is closed"
+        };
+        log::warn!(
+            "{}: fd {fd} ({token}) was closed without remove() and {now}: \
+             its registration is dropped, and its source without closing fd {fd}",
+            self.backend
+        );
+        if self.suspects.len() >= MAX_SUSPECTS {
+            self.pending |= RESET;
+        }
+        self.suspects.push(token);
+        self.pending |= NEW_SUSPECTS;
+        if let Err(source) = file_id::release(fd, entry.into_source()) {
+            self.unreleased.push((fd, source));
+        }
+    }
+
+    /// Drop the sources held back because their numbers named other files, for
+    /// each whose number is free now. Called after the loop closed something.
+    #[inline]
+    fn retry_unreleased(&mut self) {
+        if !self.unreleased.is_empty() {
+            retry_release(&mut self.unreleased);
+        }
+    }
+
+    /// Whether the last poll reported a suspect's token: then the kernel holds an
+    /// entry the loop can no longer reach by number. (A stale token is otherwise
+    /// ordinary: a handler removed the registration after the poll.) Runs between
+    /// iterations while there are suspects, so that dispatch pays nothing for it.
+    #[cold]
+    #[inline(never)]
+    fn check_suspects(&mut self) {
+        if self.batch.iter().any(|event| self.suspects.contains(&event.token())) {
+            self.reset_poller();
+        }
+    }
+
+    /// Replace the poller's set with the live registrations alone: the way to
+    /// silence an entry no fd number reaches (see [`Poller::reset`]). A
+    /// registration whose fd no longer names its file is dropped instead.
+    #[cold]
+    #[inline(never)]
+    fn reset_poller(&mut self) {
+        self.pending &= !(RESET | SUSPECTS | NEW_SUSPECTS);
+        self.suspects.clear();
+        // Which registrations still name their files is asked before the reset:
+        // where the kernel is the proof, it forgets every entry with it.
+        let live: Vec<Token> = (self.slots.iter().enumerate())
+            .filter(|(_, slot)| slot.is_live())
+            .map(|(index, slot)| Token {
+                index: index as u32,
+                generation: slot.generation,
+            })
+            .collect();
+        let live: Vec<(Token, bool)> = live
+            .into_iter()
+            .map(|token| (token, self.still_names_its_file(token)))
+            .collect();
+        if let Err(err) = self.poller.reset() {
+            log::error!("{}: resetting the poller failed: {err}", self.backend);
+            return;
+        }
+        let mut lost = Vec::new();
+        let mut kept = 0;
+        for (token, ours) in live {
+            let slot = &self.slots[token.index as usize];
+            if ours && self.poller.register(slot.fd, token, slot.mode).is_ok() {
+                kept += 1;
+            } else {
+                lost.push(token);
+            }
+        }
+        log::warn!(
+            "{}: events kept coming for a registration dropped after its fd was closed \
+             behind the loop's back (another descriptor keeps the file open): \
+             the poller was reset and {kept} registrations registered again",
+            self.backend
+        );
+        for token in lost {
+            self.drop_stale(token);
         }
     }
 
@@ -743,18 +883,23 @@ impl<D: 'static> EventLoop<D> {
     }
 
     /// Run until [`stop`](Self::stop) is called (from a callback or a
-    /// [`LoopHandle`]). Returns early only if the poller itself fails.
+    /// [`LoopHandle`]), or not at all if it was called before. Returns early only
+    /// if the poller itself fails.
     pub fn run(&mut self, data: &mut D) -> io::Result<()> {
         self.enter()?;
-        self.pending &= !STOP;
-        let result = loop {
-            if let Err(e) = self.iterate(None, data) {
-                break Err(e);
-            }
-            if self.pending != 0 {
-                self.between_iterations();
-                if self.pending & STOP != 0 {
-                    break Ok(());
+        let result = if self.pending & STOP != 0 {
+            // Stopped before it started: as the original, do not start.
+            Ok(())
+        } else {
+            loop {
+                if let Err(e) = self.iterate(None, data) {
+                    break Err(e);
+                }
+                if self.pending != 0 {
+                    self.between_iterations();
+                    if self.pending & STOP != 0 {
+                        break Ok(());
+                    }
                 }
             }
         };
@@ -778,6 +923,14 @@ impl<D: 'static> EventLoop<D> {
     /// What was left for between two iterations, stopping aside (the caller's).
     #[cold]
     fn between_iterations(&mut self) {
+        if self.pending & RESET != 0 {
+            self.reset_poller();
+        } else if self.pending & SUSPECTS != 0 {
+            self.check_suspects();
+        }
+        if self.pending & NEW_SUSPECTS != 0 {
+            self.pending = (self.pending & !NEW_SUSPECTS) | SUSPECTS;
+        }
         if self.pending & SHRINK != 0 {
             self.shrink_tables();
         }
@@ -801,8 +954,8 @@ impl<D: 'static> EventLoop<D> {
         } else {
             timeout
         };
-        let dispatched = match self.poller.wait(timeout, &self.fd_tokens) {
-            Ok(polled) => self.dispatch_polled(polled, data),
+        let dispatched = match self.poller.poll(timeout, &mut self.batch) {
+            Ok(()) => self.dispatch_polled(data),
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {
                 // A signal arrived: run the periodic callbacks as soon as possible, as
                 // the original does (it may have been the one asking for a sweep).
@@ -848,24 +1001,27 @@ impl<D: 'static> EventLoop<D> {
     /// generation-checked tokens, resolved before any handler ran: a registration
     /// removed earlier in the batch gets nothing, and neither does a newcomer that
     /// reused its slot or its fd number.
-    fn dispatch_polled(&mut self, polled: usize, data: &mut D) -> usize {
+    fn dispatch_polled(&mut self, data: &mut D) -> usize {
+        let polled = self.batch.len();
         if polled <= 1 {
             // A quiet loop's usual batch: dispatched in place, as lending the
             // batch out costs more than the one bounds check it saves.
-            return if polled == 1 {
-                let (token, events) = self.poller.event(0);
-                self.dispatch_one(token, events, data)
-            } else {
-                0
+            return match self.batch.first() {
+                Some(&event) => self.dispatch_one(event.token(), event.events(), data),
+                None => 0,
             };
         }
+        // Handlers cannot poll meanwhile (the loop refuses `run_once` inside a
+        // callback), so the batch is lent out and walked as a local slice. (If a
+        // handler panics, the batch is gone, but so is the loop: it refuses to run
+        // again.)
+        let batch = std::mem::take(&mut self.batch);
         let mut dispatched = 0;
-        let batch = self.poller.take_batch();
         for event in batch.get(..polled).unwrap_or_default() {
-            let (token, events) = crate::poller::decode(event);
-            dispatched += self.dispatch_one(token, events, data);
+            dispatched += self.dispatch_one(event.token(), event.events(), data);
         }
-        self.poller.put_batch(batch);
+        // What this replaces is the empty `Vec` that `take` left: nothing to free.
+        std::mem::forget(std::mem::replace(&mut self.batch, batch));
         dispatched
     }
 
@@ -881,28 +1037,35 @@ impl<D: 'static> EventLoop<D> {
         }
         let Some(mut entry) = slot.entry.take() else { return 0 };
         if let Err(err) = entry.dispatch(&mut Ctx { lp: self, data }, token, events) {
-            self.log_handler_error(token, events, &err);
+            self.handler_failed(token, &*entry, events, err);
         }
         self.put_back(token, entry, events);
         1
     }
 
+    /// Log a handler's error; if the registration is still live and its fd no longer
+    /// names its file (a read on a closed fd fails with `EBADF` on every event),
+    /// drop it, without closing the number. Takes the entry and the error as they
+    /// are, so that dispatch keeps nothing of the failure in a register: all of it
+    /// is read, and the error dropped, out of line.
     #[cold]
     #[inline(never)]
-    fn log_handler_error(&self, token: Token, events: Events, err: &io::Error) {
-        let fd = self.slots.get(token.index as usize).map_or(-1, |s| s.fd);
+    fn handler_failed(&mut self, token: Token, entry: &dyn Entry<D>, events: Events, err: io::Error) {
+        let fd = entry.raw_fd();
         log::error!(
             "{}: handler for fd {fd} ({token}) failed on {events}: {err}",
             self.backend
         );
+        if self.contains(token) && !self.still_names_its_file(token) {
+            self.drop_stale(token);
+        }
     }
 
     #[inline(always)]
     fn put_back(&mut self, token: Token, mut entry: BoxedEntry<D>, events: Events) {
         let slot = &mut self.slots[token.index as usize];
         if slot.generation != token.generation {
-            // The handler removed its own registration: now its source may close.
-            drop(entry);
+            self.removed_while_running(token, entry);
             return;
         }
         if !self.replacements.is_empty()
@@ -920,20 +1083,27 @@ impl<D: 'static> EventLoop<D> {
         }
     }
 
+    /// The handler removed its own registration: now its source may close, if its
+    /// fd still names the file it had at `add` (or the kernel said so at the
+    /// unregister).
+    #[cold]
+    #[inline(never)]
+    fn removed_while_running(&mut self, token: Token, entry: BoxedEntry<D>) {
+        match self.running_removed.take() {
+            Some((removed, fd, identity)) if removed == token && !identity.holds_at(fd) => self.lost(token, fd, entry),
+            _ => drop(entry),
+        }
+        self.retry_unreleased();
+    }
+
     /// The handler has seen `POLL_NVAL`: unless it removed the registration
     /// itself, drop it without closing the (already closed) fd.
     #[cold]
     #[inline(never)]
     fn drop_closed(&mut self, token: Token) {
-        if !self.contains(token) {
-            return;
+        if self.contains(token) {
+            self.drop_stale(token);
         }
-        let fd = self.slots[token.index as usize].fd;
-        log::warn!(
-            "{}: fd {fd} ({token}) was closed without remove(); dropping its registration",
-            self.backend
-        );
-        self.drop_stale(token);
     }
 
     fn fire_timers(&mut self, now: u64, data: &mut D) {
@@ -975,6 +1145,38 @@ impl<D: 'static> EventLoop<D> {
             if let Some(p) = self.periodics.iter_mut().find(|p| p.id == id) {
                 p.callback = Some(callback);
             }
+        }
+    }
+}
+
+/// [`file_id::release`] each of `held`, keeping those whose numbers still name
+/// other files.
+fn retry_release(held: &mut Vec<(RawFd, Box<dyn Any>)>) {
+    for (fd, source) in std::mem::take(held) {
+        if let Err(source) = file_id::release(fd, source) {
+            held.push((fd, source));
+        }
+    }
+}
+
+impl<D> Drop for EventLoop<D> {
+    /// The registrations' sources close first; then the sources held back because
+    /// their numbers named other files are dropped, where those numbers are free
+    /// now. The rest are leaked, with a warning: dropping one would close a file
+    /// that is not its own.
+    fn drop(&mut self) {
+        self.slots.clear();
+        if self.unreleased.is_empty() {
+            return;
+        }
+        retry_release(&mut self.unreleased);
+        for (fd, source) in self.unreleased.drain(..) {
+            log::warn!(
+                "{}: a source registered on fd {fd}, closed behind the loop's back, is leaked: \
+                 fd {fd} names another file now, which dropping it would close",
+                self.backend
+            );
+            std::mem::forget(source);
         }
     }
 }

@@ -21,20 +21,26 @@
 //! a batch, or a newcomer that reused its fd number, gets nothing.
 
 #![warn(missing_docs)]
+// The one crate of the workspace that may use `unsafe` (the workspace denies it):
+// for the system calls, each block with a `// SAFETY:` line.
+#![allow(unsafe_code)]
 
 mod event_loop;
 pub mod events;
+mod file_id;
 pub mod poller;
 mod shrink;
 pub mod signal;
 pub mod timer;
+mod token;
 mod waker;
 
-pub use event_loop::{Builder, Ctx, EventLoop, Handler, PeriodicId, TIMEOUT_PRECISION, Token, get_sock_error};
+pub use event_loop::{Builder, Ctx, EventLoop, Handler, PeriodicId, TIMEOUT_PRECISION, get_sock_error};
 pub use events::{EVENT_NAMES, Events, POLL_ERR, POLL_HUP, POLL_IN, POLL_NULL, POLL_NVAL, POLL_OUT};
 pub use poller::{BACKEND_ENV, Backend, PollEvent, Poller, PollerError};
 pub use signal::Signal;
 pub use timer::TimerId;
+pub use token::Token;
 pub use waker::LoopHandle;
 
 /// The README's examples, compiled as doc tests so they cannot rot.

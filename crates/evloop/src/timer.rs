@@ -127,9 +127,10 @@ impl<T> SlabSlot for Slot<T> {
 }
 
 /// The monotonic clock in nanoseconds: the clock `Instant` reads, without its
-/// 16-byte arithmetic, which dominated scheduling a timer.
+/// 16-byte arithmetic, which dominated scheduling a timer. Internal: the loop
+/// reads it once per iteration; the public methods take `Instant`s.
 #[inline]
-pub fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec into the struct we own;
     // CLOCK_MONOTONIC exists on every platform this crate builds for.
@@ -145,7 +146,8 @@ const COMPACT_FLOOR: usize = 1024;
 
 /// A queue of one-shot and repeating timers, each carrying a value of type `T`.
 ///
-/// Times are nanoseconds of [`monotonic_ns`]; the `Instant` methods convert.
+/// Times are kept as nanoseconds of the monotonic clock; the public methods take
+/// and give `Instant`s and convert.
 pub struct TimerQueue<T> {
     /// An `Instant` and the same moment in nanoseconds, to convert between them.
     epoch: Instant,
@@ -432,7 +434,7 @@ impl<T> TimerQueue<T> {
     }
 
     /// The earliest deadline of a pending timer, in [`monotonic_ns`] time.
-    pub fn next_deadline_ns(&mut self) -> Option<u64> {
+    pub(crate) fn next_deadline_ns(&mut self) -> Option<u64> {
         self.live_top().map(|e| e.when)
     }
 
@@ -463,7 +465,7 @@ impl<T> TimerQueue<T> {
     }
 
     /// [`pop_expired`](Self::pop_expired) in [`monotonic_ns`] time.
-    pub fn pop_expired_ns(&mut self, now: u64) -> Option<(TimerId, T)> {
+    pub(crate) fn pop_expired_ns(&mut self, now: u64) -> Option<(TimerId, T)> {
         let top = self.live_top()?;
         if top.when > now {
             return None;
@@ -487,7 +489,7 @@ impl<T> TimerQueue<T> {
     }
 
     /// [`finish`](Self::finish) in [`monotonic_ns`] time.
-    pub fn finish_ns(&mut self, id: TimerId, value: T, now: u64) {
+    pub(crate) fn finish_ns(&mut self, id: TimerId, value: T, now: u64) {
         // Stale when cancelled while firing (cancel moved the generation on).
         let Some(slot) = slot_mut(&mut self.slots, id) else {
             return;

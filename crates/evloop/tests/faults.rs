@@ -22,6 +22,8 @@
 //! Every test of this file holds a handful of descriptors in this process, so none
 //! needs the fd table to itself. Run with `--nocapture` to see the figures.
 
+#![allow(unsafe_code)] // a test: it calls libc directly (fds, signals, limits)
+
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};

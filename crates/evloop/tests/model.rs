@@ -39,6 +39,8 @@
 //! place of the closed file: a misuse the loop cannot see). No test here holds more
 //! than a few dozen descriptors, so none needs the fd table to itself.
 
+#![allow(unsafe_code)] // a test: it calls libc directly (fds, signals, limits)
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;

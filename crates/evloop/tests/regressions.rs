@@ -1,11 +1,15 @@
-//! Bugs found by the model test (tests/model.rs), each minimized to a focused case
-//! and named after what it pins.
+//! Bugs found by the model test (tests/model.rs) or reported in issues, each
+//! minimized to a focused case and named after what it pins.
 
-use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+#![allow(unsafe_code)] // a test: it calls libc directly (fds, signals, limits)
+
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::{Mutex, Once};
+use std::time::Duration;
 
-use evloop::{Backend, Ctx, EventLoop, POLL_NULL};
+use evloop::{Backend, Ctx, EventLoop, POLL_IN, POLL_NULL};
 
 /// A duplicate of `fd` numbered at least `min`, so that no parallel test reuses
 /// the number once it is closed.
@@ -61,4 +65,76 @@ fn poll_take_of_fd_closed_behind_loops_back_returns_an_error() {
 #[test]
 fn select_take_of_fd_closed_behind_loops_back_returns_an_error() {
     take_of_fd_closed_behind_loops_back_returns_an_error(Backend::Select, 940);
+}
+
+/// Every log line of this process, for the tests that read what the loop said.
+/// (Installed once; the tests of this file run in parallel, so each looks only for
+/// lines naming its own fd.)
+fn captured_logs() -> &'static Mutex<Vec<String>> {
+    struct Capture;
+    static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    static LOGGER: Capture = Capture;
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            LINES
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("{} {}", record.level(), record.args()));
+        }
+        fn flush(&self) {}
+    }
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&LOGGER).expect("the only logger of this test binary");
+        log::set_max_level(log::LevelFilter::Debug);
+    });
+    &LINES
+}
+
+/// Issue 13, case 5: a handler that removes itself and then fails was logged as
+/// "handler for fd -1" (the loop looked the fd up in the slot it had just
+/// vacated). The line names the fd the handler had.
+fn handler_error_after_removing_itself_names_its_fd(backend: Backend, min: RawFd) {
+    let logs = captured_logs();
+    let mut lp: EventLoop = EventLoop::with_backend(backend).unwrap();
+    let (sock, mut peer) = UnixStream::pair().unwrap();
+    let fd = dup_at_least(sock.as_raw_fd(), min);
+    drop(sock);
+    // SAFETY: `fd` was just made by dup_at_least and belongs to nothing else.
+    let source = unsafe { OwnedFd::from_raw_fd(fd) };
+    lp.add(source, POLL_IN, |cx: &mut Ctx, _: &mut OwnedFd, me, _| {
+        cx.lp.remove(me)?;
+        Err(io::Error::other("failed after removing itself"))
+    })
+    .unwrap();
+    peer.write_all(b"x").unwrap();
+    lp.run_once(Some(Duration::from_secs(1)), &mut ()).unwrap();
+    let lines = logs.lock().unwrap_or_else(|e| e.into_inner());
+    let line = lines
+        .iter()
+        .find(|line| {
+            line.starts_with(&format!("ERROR {backend}: handler for fd ")) && line.contains("failed after removing")
+        })
+        .unwrap_or_else(|| panic!("{backend}: no handler error logged: {lines:?}"));
+    assert!(line.contains(&format!("handler for fd {fd} ")), "{backend}: {line}");
+}
+
+#[test]
+fn epoll_handler_error_after_removing_itself_names_its_fd() {
+    if Backend::Epoll.is_available() {
+        handler_error_after_removing_itself_names_its_fd(Backend::Epoll, 960);
+    }
+}
+
+#[test]
+fn poll_handler_error_after_removing_itself_names_its_fd() {
+    handler_error_after_removing_itself_names_its_fd(Backend::Poll, 970);
+}
+
+#[test]
+fn select_handler_error_after_removing_itself_names_its_fd() {
+    handler_error_after_removing_itself_names_its_fd(Backend::Select, 980);
 }

@@ -285,10 +285,10 @@ impl Cidr {
                 if prefix > 128 {
                     return Err(format!("prefix length {prefix} is too long for IPv6 (at most 128)"));
                 }
-                if prefix >= 96 {
-                    if let Some(v4) = v6.to_ipv4_mapped() {
-                        return Cidr::new(IpAddr::V4(v4), prefix - 96);
-                    }
+                if prefix >= 96
+                    && let Some(v4) = v6.to_ipv4_mapped()
+                {
+                    return Cidr::new(IpAddr::V4(v4), prefix - 96);
                 }
                 let bits = u128::from(v6) & mask_v6(prefix);
                 Ok(Cidr {

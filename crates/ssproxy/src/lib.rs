@@ -2,6 +2,7 @@
 //! the `ssserver` and `sslocal` binaries.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod app;
 pub mod config;

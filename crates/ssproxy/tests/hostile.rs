@@ -13,6 +13,8 @@
 //! the session subkey derived as SIP004 specifies. Everything talks to 127.0.0.1 only, and
 //! every loop is bounded in count and time.
 
+#![allow(unsafe_code)] // a test: it calls libc directly (fds, signals, limits)
+
 mod common;
 
 use std::collections::HashMap;

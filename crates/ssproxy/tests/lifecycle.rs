@@ -1,5 +1,7 @@
 //! The programs as a user runs them: configuration errors, signals, URLs, logs.
 
+#![allow(unsafe_code)] // a test: it calls libc directly (fds, signals, limits)
+
 mod common;
 
 use std::io::{Read, Write};

@@ -9,9 +9,10 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use super::poll::tests::{high_fd, interrupted, lock_fd_numbers, low_fd_numbers, poll_sorted};
-use super::{Backend, Poller, PollerError};
+use super::poll::tests::{fd_token, high_fd, interrupted, lock_fd_numbers, low_fd_numbers, poll_sorted};
+use super::{Backend, PollEvent, Poller, PollerError};
 use crate::events::{POLL_ERR, POLL_IN, POLL_NULL, POLL_OUT};
+use crate::token::Token;
 
 const LONG: Option<Duration> = Some(Duration::from_secs(5));
 
@@ -29,7 +30,9 @@ pub(super) fn readable_when_peer_wrote(backend: Backend) {
     let _fds = low_fd_numbers();
     let (a, mut b) = UnixStream::pair().unwrap();
     let mut poller = open(backend);
-    poller.register(a.as_raw_fd(), POLL_IN).unwrap();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+        .unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), Some(Duration::ZERO)), []);
     b.write_all(b"x").unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_IN)]);
@@ -39,7 +42,9 @@ pub(super) fn writable_when_send_buffer_has_room(backend: Backend) {
     let _fds = low_fd_numbers();
     let (a, _b) = UnixStream::pair().unwrap();
     let mut poller = open(backend);
-    poller.register(a.as_raw_fd(), POLL_OUT).unwrap();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_OUT)
+        .unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_OUT)]);
 }
 
@@ -47,7 +52,9 @@ pub(super) fn level_triggered_reports_again_until_drained(backend: Backend) {
     let _fds = low_fd_numbers();
     let (mut a, mut b) = UnixStream::pair().unwrap();
     let mut poller = open(backend);
-    poller.register(a.as_raw_fd(), POLL_IN).unwrap();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+        .unwrap();
     b.write_all(b"xy").unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_IN)]);
     assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_IN)]);
@@ -60,8 +67,12 @@ pub(super) fn register_twice_is_already_exists(backend: Backend) {
     let _fds = low_fd_numbers();
     let (a, _b) = UnixStream::pair().unwrap();
     let mut poller = open(backend);
-    poller.register(a.as_raw_fd(), POLL_IN).unwrap();
-    let err = poller.register(a.as_raw_fd(), POLL_OUT).unwrap_err();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+        .unwrap();
+    let err = poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_OUT)
+        .unwrap_err();
     assert_eq!(
         kind_and_errno(backend, &err),
         (io::ErrorKind::AlreadyExists, Some(libc::EEXIST))
@@ -80,7 +91,9 @@ pub(super) fn unregister_or_modify_unknown_fd_is_not_found(backend: Backend) {
         (io::ErrorKind::NotFound, Some(libc::ENOENT))
     );
     assert_eq!(PollerError::of(&err).unwrap().op, "unregister");
-    let err = poller.modify(a.as_raw_fd(), POLL_IN).unwrap_err();
+    let err = poller
+        .modify(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+        .unwrap_err();
     assert_eq!(
         kind_and_errno(backend, &err),
         (io::ErrorKind::NotFound, Some(libc::ENOENT))
@@ -95,7 +108,7 @@ pub(super) fn register_closed_fd_is_invalid_input_ebadf(backend: Backend) {
     let fd = closed.as_raw_fd();
     drop(closed);
     let mut poller = open(backend);
-    let err = poller.register(fd, POLL_IN).unwrap_err();
+    let err = poller.register(fd, fd_token(fd), POLL_IN).unwrap_err();
     assert_eq!(
         kind_and_errno(backend, &err),
         (io::ErrorKind::InvalidInput, Some(libc::EBADF))
@@ -103,7 +116,7 @@ pub(super) fn register_closed_fd_is_invalid_input_ebadf(backend: Backend) {
     // Nothing was registered: the same number, open again, registers fine.
     let reopened = high_fd(&a);
     assert_eq!(reopened.as_raw_fd(), fd, "the freed number is handed out again");
-    poller.register(fd, POLL_IN).unwrap();
+    poller.register(fd, fd_token(fd), POLL_IN).unwrap();
 }
 
 /// Both conditions come in one entry; `POLL_ERR` in the mode reports nothing while
@@ -113,7 +126,9 @@ pub(super) fn in_and_out_are_merged_into_one_entry(backend: Backend) {
     let (a, mut b) = UnixStream::pair().unwrap();
     b.write_all(b"x").unwrap();
     let mut poller = open(backend);
-    poller.register(a.as_raw_fd(), POLL_IN | POLL_OUT | POLL_ERR).unwrap();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN | POLL_OUT | POLL_ERR)
+        .unwrap();
     assert_eq!(
         poll_sorted(poller.as_mut(), LONG),
         [(a.as_raw_fd(), POLL_IN | POLL_OUT)]
@@ -124,14 +139,18 @@ pub(super) fn modify_changes_the_watched_conditions(backend: Backend) {
     let _fds = low_fd_numbers();
     let (a, _b) = UnixStream::pair().unwrap();
     let mut poller = open(backend);
-    poller.register(a.as_raw_fd(), POLL_IN).unwrap();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+        .unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), Some(Duration::ZERO)), []);
-    poller.modify(a.as_raw_fd(), POLL_OUT).unwrap();
+    poller.modify(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_OUT).unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_OUT)]);
-    poller.modify(a.as_raw_fd(), POLL_NULL).unwrap();
+    poller
+        .modify(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_NULL)
+        .unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), Some(Duration::ZERO)), []);
     // A POLL_NULL fd stays registered: it can be modified back.
-    poller.modify(a.as_raw_fd(), POLL_OUT).unwrap();
+    poller.modify(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_OUT).unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_OUT)]);
 }
 
@@ -140,11 +159,15 @@ pub(super) fn unregistered_fd_is_no_longer_reported(backend: Backend) {
     let (a, mut b) = UnixStream::pair().unwrap();
     b.write_all(b"x").unwrap();
     let mut poller = open(backend);
-    poller.register(a.as_raw_fd(), POLL_IN).unwrap();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+        .unwrap();
     poller.unregister(a.as_raw_fd()).unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), Some(Duration::ZERO)), []);
     // Registering again after unregistering is allowed.
-    poller.register(a.as_raw_fd(), POLL_IN).unwrap();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+        .unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), LONG), [(a.as_raw_fd(), POLL_IN)]);
 }
 
@@ -152,11 +175,15 @@ pub(super) fn tcp_listener_is_readable_with_a_pending_connection(backend: Backen
     let _fds = low_fd_numbers();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut poller = open(backend);
-    poller.register(listener.as_raw_fd(), POLL_IN).unwrap();
+    poller
+        .register(listener.as_raw_fd(), fd_token(listener.as_raw_fd()), POLL_IN)
+        .unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), Some(Duration::ZERO)), []);
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     assert_eq!(poll_sorted(poller.as_mut(), LONG), [(listener.as_raw_fd(), POLL_IN)]);
-    poller.register(client.as_raw_fd(), POLL_OUT).unwrap();
+    poller
+        .register(client.as_raw_fd(), fd_token(client.as_raw_fd()), POLL_OUT)
+        .unwrap();
     let mut expected = vec![(listener.as_raw_fd(), POLL_IN), (client.as_raw_fd(), POLL_OUT)];
     expected.sort_by_key(|&(fd, _)| fd);
     assert_eq!(poll_sorted(poller.as_mut(), LONG), expected);
@@ -168,7 +195,9 @@ pub(super) fn sub_millisecond_timeout_waits_at_least_that_long(backend: Backend)
     let _fds = low_fd_numbers();
     let (a, _b) = UnixStream::pair().unwrap();
     let mut poller = open(backend);
-    poller.register(a.as_raw_fd(), POLL_IN).unwrap();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+        .unwrap();
     let wait = Duration::from_micros(300);
     let start = Instant::now();
     assert_eq!(poll_sorted(poller.as_mut(), Some(wait)), []);
@@ -179,13 +208,61 @@ pub(super) fn signal_during_wait_is_interrupted(backend: Backend) {
     let _fds = low_fd_numbers();
     let (a, _b) = UnixStream::pair().unwrap();
     let mut poller = open(backend);
-    poller.register(a.as_raw_fd(), POLL_IN).unwrap();
+    poller
+        .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+        .unwrap();
     let mut out = Vec::new();
     let err = interrupted(|| poller.poll(Some(Duration::from_secs(30)), &mut out)).unwrap_err();
     assert_eq!(
         kind_and_errno(backend, &err),
         (io::ErrorKind::Interrupted, Some(libc::EINTR))
     );
+}
+
+/// Contract point 1: a report carries the token given at registration (any 64
+/// bits, not the fd), and `modify` can change it.
+pub(super) fn events_carry_the_registered_token(backend: Backend) {
+    let _fds = low_fd_numbers();
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let mut poller = open(backend);
+    let first = Token::from_u64(0xDEAD_BEEF_0000_0007);
+    poller.register(a.as_raw_fd(), first, POLL_IN).unwrap();
+    b.write_all(b"x").unwrap();
+    let mut out = Vec::new();
+    poller.poll(LONG, &mut out).unwrap();
+    assert_eq!(out, [PollEvent::new(first, POLL_IN)]);
+    let second = Token::from_u64(42);
+    poller.modify(a.as_raw_fd(), second, POLL_IN).unwrap();
+    poller.poll(LONG, &mut out).unwrap();
+    assert_eq!(out, [PollEvent::new(second, POLL_IN)]);
+}
+
+/// Contract point 5: `reset` drops every registration, including what epoll keeps
+/// for an fd closed while a dup holds its file open (which no `unregister` can
+/// reach), and the poller takes registrations again as if new.
+pub(super) fn reset_drops_every_registration_even_a_closed_fds(backend: Backend) {
+    let _guard = lock_fd_numbers();
+    let (sock, mut peer) = UnixStream::pair().unwrap();
+    let (c, mut d) = UnixStream::pair().unwrap();
+    let closed = high_fd(&sock);
+    let mut poller = open(backend);
+    poller
+        .register(closed.as_raw_fd(), fd_token(closed.as_raw_fd()), POLL_IN)
+        .unwrap();
+    poller
+        .register(c.as_raw_fd(), fd_token(c.as_raw_fd()), POLL_IN)
+        .unwrap();
+    peer.write_all(b"x").unwrap();
+    d.write_all(b"x").unwrap();
+    drop(closed); // `sock` keeps the file open
+    poll_sorted(poller.as_mut(), Some(Duration::ZERO));
+    poller.reset().unwrap();
+    assert_eq!(poll_sorted(poller.as_mut(), Some(Duration::ZERO)), []);
+    poller
+        .register(c.as_raw_fd(), fd_token(c.as_raw_fd()), POLL_IN)
+        .unwrap();
+    assert_eq!(poll_sorted(poller.as_mut(), LONG), [(c.as_raw_fd(), POLL_IN)]);
+    drop(sock);
 }
 
 /// One module per backend of this platform, each running every case.
@@ -222,4 +299,6 @@ contract_cases!(
     tcp_listener_is_readable_with_a_pending_connection,
     sub_millisecond_timeout_waits_at_least_that_long,
     signal_during_wait_is_interrupted,
+    events_carry_the_registered_token,
+    reset_drops_every_registration_even_a_closed_fds,
 );

@@ -12,7 +12,8 @@
 //! | `POLL_OUT` | `EVFILT_WRITE` |
 //!
 //! added with `EV_ADD` (level-triggered: no `EV_CLEAR`) and removed with `EV_DELETE`.
-//! The poller remembers `fd -> mode` (the original's `_fds`), so that
+//! The poller remembers `fd -> (mode, token)` (the original's `_fds`, with the
+//! token each report carries beside the mode), so that
 //! [`unregister`](Poller::unregister) deletes exactly the filters that were added and
 //! [`modify`](Poller::modify) touches only the filters that differ: it adds the new
 //! ones and deletes the dropped ones, never delete-all then re-add.
@@ -20,7 +21,12 @@
 //! What a poll fetches is merged per descriptor, starting from `POLL_NULL`:
 //! `EVFILT_READ` -> `POLL_IN`, `EVFILT_WRITE` -> `POLL_OUT`, `EV_EOF` -> also
 //! `POLL_HUP`, and `EV_EOF` with an error in `fflags` (a socket's pending error) ->
-//! also `POLL_ERR`. Both filters firing yield one `(fd, events)` pair.
+//! also `POLL_ERR`. Both filters firing yield one report, with the fd's token.
+//!
+//! The token stays in that table rather than in each kevent's `udata`: `udata` is
+//! pointer-sized (32 bits on 32-bit BSDs, where the 64-bit token does not fit), the
+//! table is consulted for every event anyway (for the mode, and to merge the two
+//! filters), and `udata` already tells a failed add from a failed delete.
 //!
 //! # Batched changes
 //!
@@ -68,6 +74,7 @@ use std::time::Duration;
 
 use super::{Backend, PollEvent, Poller, PollerError, fd_is_open};
 use crate::events::{Events, POLL_ERR, POLL_HUP, POLL_IN, POLL_NULL, POLL_NVAL, POLL_OUT};
+use crate::token::Token;
 
 /// How many events one `kevent()` fetches at most (the original's `MAX_EVENTS`).
 const DEFAULT_MAX_EVENTS: usize = 1024;
@@ -111,23 +118,23 @@ fn make_kevent(fd: RawFd, filter: Filter, flags: Flags, tag: usize) -> libc::kev
 /// dropped with it).
 ///
 /// ```
-/// use evloop::poller::{Poller, kqueue::Kqueue};
-/// use evloop::POLL_IN;
+/// use evloop::poller::{PollEvent, Poller, kqueue::Kqueue};
+/// use evloop::{POLL_IN, Token};
 /// use std::os::fd::AsRawFd;
 ///
 /// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
 /// let mut kqueue = Kqueue::new()?;
-/// kqueue.register(a.as_raw_fd(), POLL_IN)?;
+/// kqueue.register(a.as_raw_fd(), Token::from_u64(7), POLL_IN)?;
 /// std::io::Write::write_all(&mut b, b"x")?;
 /// let mut ready = Vec::new();
 /// kqueue.poll(None, &mut ready)?;
-/// assert_eq!(ready, [(a.as_raw_fd(), POLL_IN)]);
+/// assert_eq!(ready, [PollEvent::new(Token::from_u64(7), POLL_IN)]);
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct Kqueue {
     kq: OwnedFd,
-    /// Each registered descriptor and its mode: the original's `_fds`.
-    fds: HashMap<RawFd, Events>,
+    /// Each registered descriptor, its mode and its token: the original's `_fds`.
+    fds: HashMap<RawFd, (Events, Token)>,
     /// Changes queued for the next `kevent()` call.
     changes: Vec<libc::kevent>,
     /// Where `kevent()` writes what it fetched; at least `max_events` long.
@@ -212,14 +219,14 @@ impl Kqueue {
         }
     }
 
-    /// Merge `events` for `fd` into `out`: OR-ed into the fd's entry if this poll
-    /// has one already, else appended as a new entry.
-    fn merge(&mut self, out: &mut Vec<PollEvent>, fd: RawFd, events: Events) {
+    /// Merge `events` for `fd` (registered with `token`) into `out`: OR-ed into the
+    /// fd's entry if this poll has one already, else appended as a new entry.
+    fn merge(&mut self, out: &mut Vec<PollEvent>, fd: RawFd, token: Token, events: Events) {
         match self.slots.entry(fd) {
-            Entry::Occupied(slot) => out[*slot.get()].1 |= events,
+            Entry::Occupied(slot) => out[*slot.get()].merge(events),
             Entry::Vacant(slot) => {
                 slot.insert(out.len());
-                out.push((fd, events));
+                out.push(PollEvent::new(token, events));
             }
         }
     }
@@ -235,7 +242,7 @@ impl Kqueue {
                 self.change_failed(out, fd, ev);
                 continue;
             }
-            let Some(&mode) = self.fds.get(&fd) else {
+            let Some(&(mode, token)) = self.fds.get(&fd) else {
                 log::debug!("kqueue: event on fd {fd}, which is not registered: ignored");
                 continue;
             };
@@ -252,7 +259,7 @@ impl Kqueue {
                 }
             }
             if !events.is_empty() {
-                self.merge(out, fd, events);
+                self.merge(out, fd, token, events);
             }
         }
     }
@@ -273,7 +280,7 @@ impl Kqueue {
             return;
         }
         let events = if errno == libc::EBADF { POLL_NVAL } else { POLL_ERR };
-        if let Some(mode) = self.fds.remove(&fd) {
+        if let Some((mode, token)) = self.fds.remove(&fd) {
             log::warn!("kqueue: fd {fd} dropped: adding filter {} failed: {err}", ev.filter);
             // Delete whatever other filter of the fd did reach the kernel; deleting one
             // that failed too fails harmlessly.
@@ -282,16 +289,16 @@ impl Kqueue {
                     self.queue_delete(fd, filter);
                 }
             }
-            self.merge(out, fd, events);
-        } else if self.slots.contains_key(&fd) {
+            self.merge(out, fd, token, events);
+        } else if let Some(&at) = self.slots.get(&fd) {
             // The fd's other filter failed too: already dropped and reported.
-            self.merge(out, fd, events);
+            out[at].merge(events);
         }
     }
 }
 
 impl Poller for Kqueue {
-    fn register(&mut self, fd: RawFd, mode: Events) -> io::Result<()> {
+    fn register(&mut self, fd: RawFd, token: Token, mode: Events) -> io::Result<()> {
         if self.fds.contains_key(&fd) {
             return Err(PollerError::already_registered(Backend::Kqueue, fd));
         }
@@ -303,24 +310,24 @@ impl Poller for Kqueue {
                 io::Error::from_raw_os_error(libc::EBADF),
             ));
         }
-        self.fds.insert(fd, mode);
+        self.fds.insert(fd, (mode, token));
         self.queue_diff(fd, POLL_NULL, mode);
         Ok(())
     }
 
     fn unregister(&mut self, fd: RawFd) -> io::Result<()> {
-        let Some(old) = self.fds.remove(&fd) else {
+        let Some((old, _)) = self.fds.remove(&fd) else {
             return Err(PollerError::not_registered(Backend::Kqueue, "unregister", fd));
         };
         self.queue_diff(fd, old, POLL_NULL);
         Ok(())
     }
 
-    fn modify(&mut self, fd: RawFd, mode: Events) -> io::Result<()> {
+    fn modify(&mut self, fd: RawFd, token: Token, mode: Events) -> io::Result<()> {
         let Some(slot) = self.fds.get_mut(&fd) else {
             return Err(PollerError::not_registered(Backend::Kqueue, "modify", fd));
         };
-        let old = std::mem::replace(slot, mode);
+        let (old, _) = std::mem::replace(slot, (mode, token));
         self.queue_diff(fd, old, mode);
         Ok(())
     }
@@ -363,6 +370,14 @@ impl Poller for Kqueue {
         Ok(())
     }
 
+    /// A new kqueue replaces this one, and the table and queued changes go with
+    /// the old one. (kqueue drops a closed fd's filters itself, dups or not, so
+    /// the loop has no reason to call this; it is here for the contract.)
+    fn reset(&mut self) -> io::Result<()> {
+        *self = Kqueue::with_max_events(self.max_events)?;
+        Ok(())
+    }
+
     fn backend(&self) -> Backend {
         Backend::Kqueue
     }
@@ -377,6 +392,7 @@ impl AsRawFd for Kqueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::poller::poll::tests::{as_fds, fd_token};
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
     use std::time::Instant;
@@ -388,10 +404,10 @@ mod tests {
         (a, b)
     }
 
-    fn poll_now(kq: &mut Kqueue) -> Vec<PollEvent> {
+    fn poll_now(kq: &mut Kqueue) -> Vec<(RawFd, Events)> {
         let mut out = Vec::new();
         kq.poll(Some(Duration::ZERO), &mut out).unwrap();
-        out
+        as_fds(&out)
     }
 
     /// The queued changes as `(fd, filter, is_add)`.
@@ -406,19 +422,19 @@ mod tests {
     fn readable() {
         let (a, mut b) = pair();
         let mut kq = Kqueue::new().unwrap();
-        kq.register(a.as_raw_fd(), POLL_IN).unwrap();
+        kq.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN).unwrap();
         assert_eq!(poll_now(&mut kq), []);
         b.write_all(b"x").unwrap();
         let mut out = Vec::new();
         kq.poll(None, &mut out).unwrap();
-        assert_eq!(out, [(a.as_raw_fd(), POLL_IN)]);
+        assert_eq!(as_fds(&out), [(a.as_raw_fd(), POLL_IN)]);
     }
 
     #[test]
     fn writable() {
         let (a, _b) = pair();
         let mut kq = Kqueue::new().unwrap();
-        kq.register(a.as_raw_fd(), POLL_OUT).unwrap();
+        kq.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_OUT).unwrap();
         assert_eq!(poll_now(&mut kq), [(a.as_raw_fd(), POLL_OUT)]);
     }
 
@@ -426,7 +442,8 @@ mod tests {
     fn both_filters_merge_into_one_entry() {
         let (a, mut b) = pair();
         let mut kq = Kqueue::new().unwrap();
-        kq.register(a.as_raw_fd(), POLL_IN | POLL_OUT).unwrap();
+        kq.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN | POLL_OUT)
+            .unwrap();
         b.write_all(b"x").unwrap();
         assert_eq!(poll_now(&mut kq), [(a.as_raw_fd(), POLL_IN | POLL_OUT)]);
     }
@@ -435,7 +452,7 @@ mod tests {
     fn level_triggered_until_drained() {
         let (mut a, mut b) = pair();
         let mut kq = Kqueue::new().unwrap();
-        kq.register(a.as_raw_fd(), POLL_IN).unwrap();
+        kq.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN).unwrap();
         b.write_all(b"xy").unwrap();
         assert_eq!(poll_now(&mut kq), [(a.as_raw_fd(), POLL_IN)]);
         assert_eq!(poll_now(&mut kq), [(a.as_raw_fd(), POLL_IN)]);
@@ -448,7 +465,7 @@ mod tests {
     fn hang_up_is_reported() {
         let (a, b) = pair();
         let mut kq = Kqueue::new().unwrap();
-        kq.register(a.as_raw_fd(), POLL_IN).unwrap();
+        kq.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN).unwrap();
         drop(b);
         let out = poll_now(&mut kq);
         assert_eq!(out.len(), 1);
@@ -461,7 +478,7 @@ mod tests {
         let (a, mut b) = pair();
         let fd = a.as_raw_fd();
         let mut kq = Kqueue::new().unwrap();
-        kq.register(fd, POLL_IN | POLL_OUT).unwrap();
+        kq.register(fd, fd_token(fd), POLL_IN | POLL_OUT).unwrap();
         assert_eq!(
             queued(&kq),
             [(fd, libc::EVFILT_READ, true), (fd, libc::EVFILT_WRITE, true)]
@@ -469,19 +486,19 @@ mod tests {
         poll_now(&mut kq);
         assert!(kq.changes.is_empty());
 
-        kq.modify(fd, POLL_OUT).unwrap();
+        kq.modify(fd, fd_token(fd), POLL_OUT).unwrap();
         assert_eq!(queued(&kq), [(fd, libc::EVFILT_READ, false)]);
         b.write_all(b"x").unwrap();
         assert_eq!(poll_now(&mut kq), [(fd, POLL_OUT)]);
 
-        kq.modify(fd, POLL_IN).unwrap();
+        kq.modify(fd, fd_token(fd), POLL_IN).unwrap();
         assert_eq!(
             queued(&kq),
             [(fd, libc::EVFILT_READ, true), (fd, libc::EVFILT_WRITE, false)]
         );
         assert_eq!(poll_now(&mut kq), [(fd, POLL_IN)]);
 
-        kq.modify(fd, POLL_IN | POLL_ERR).unwrap();
+        kq.modify(fd, fd_token(fd), POLL_IN | POLL_ERR).unwrap();
         assert!(kq.changes.is_empty(), "no filter differs");
     }
 
@@ -490,8 +507,8 @@ mod tests {
         let (a, _b) = pair();
         let fd = a.as_raw_fd();
         let mut kq = Kqueue::new().unwrap();
-        kq.register(fd, POLL_IN).unwrap();
-        kq.modify(fd, POLL_OUT).unwrap();
+        kq.register(fd, fd_token(fd), POLL_IN).unwrap();
+        kq.modify(fd, fd_token(fd), POLL_OUT).unwrap();
         assert_eq!(queued(&kq), [(fd, libc::EVFILT_WRITE, true)]);
         kq.unregister(fd).unwrap();
         assert!(kq.changes.is_empty());
@@ -503,7 +520,7 @@ mod tests {
         let (a, mut b) = pair();
         let fd = a.as_raw_fd();
         let mut kq = Kqueue::new().unwrap();
-        kq.register(fd, POLL_IN | POLL_OUT).unwrap();
+        kq.register(fd, fd_token(fd), POLL_IN | POLL_OUT).unwrap();
         b.write_all(b"x").unwrap();
         assert_eq!(poll_now(&mut kq), [(fd, POLL_IN | POLL_OUT)]);
         kq.unregister(fd).unwrap();
@@ -512,7 +529,7 @@ mod tests {
             [(fd, libc::EVFILT_READ, false), (fd, libc::EVFILT_WRITE, false)]
         );
         assert_eq!(poll_now(&mut kq), []);
-        kq.register(fd, POLL_IN).unwrap();
+        kq.register(fd, fd_token(fd), POLL_IN).unwrap();
         assert_eq!(poll_now(&mut kq), [(fd, POLL_IN)]);
     }
 
@@ -521,9 +538,9 @@ mod tests {
         let (a, _b) = pair();
         let fd = a.as_raw_fd();
         let mut kq = Kqueue::new().unwrap();
-        kq.register(fd, POLL_IN).unwrap();
+        kq.register(fd, fd_token(fd), POLL_IN).unwrap();
 
-        let err = kq.register(fd, POLL_OUT).unwrap_err();
+        let err = kq.register(fd, fd_token(fd), POLL_OUT).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         let inner = PollerError::of(&err).unwrap();
         assert_eq!(
@@ -535,13 +552,13 @@ mod tests {
         let err = kq.unregister(fd).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         assert_eq!(PollerError::of(&err).unwrap().op, "unregister");
-        let err = kq.modify(fd, POLL_IN).unwrap_err();
+        let err = kq.modify(fd, fd_token(fd), POLL_IN).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         assert_eq!(PollerError::of(&err).unwrap().op, "modify");
         assert!(!kq.fds.contains_key(&fd), "a failed modify registers nothing");
 
         for closed in [-1, i32::MAX / 2] {
-            let err = kq.register(closed, POLL_IN).unwrap_err();
+            let err = kq.register(closed, fd_token(closed), POLL_IN).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
             assert_eq!(PollerError::of(&err).unwrap().errno, Some(libc::EBADF));
         }
@@ -553,7 +570,7 @@ mod tests {
         let (a, _b) = pair();
         let fd = a.as_raw_fd();
         let mut kq = Kqueue::new().unwrap();
-        kq.register(fd, POLL_IN | POLL_OUT).unwrap();
+        kq.register(fd, fd_token(fd), POLL_IN | POLL_OUT).unwrap();
         kq.changes.clear();
         // What the kernel writes when both adds fail with EBADF.
         for (i, filter) in [libc::EVFILT_READ, libc::EVFILT_WRITE].into_iter().enumerate() {
@@ -563,7 +580,7 @@ mod tests {
         }
         let mut out = Vec::new();
         kq.collect(2, &mut out);
-        assert_eq!(out, [(fd, POLL_NVAL)]);
+        assert_eq!(as_fds(&out), [(fd, POLL_NVAL)]);
         assert!(!kq.fds.contains_key(&fd));
         assert_eq!(queued(&kq), [(fd, libc::EVFILT_WRITE, false)]);
     }
@@ -576,7 +593,7 @@ mod tests {
         kq.events[0] = ev;
         let mut out = Vec::new();
         kq.collect(1, &mut out);
-        assert_eq!(out, []);
+        assert_eq!(as_fds(&out), []);
     }
 
     #[test]
@@ -584,13 +601,13 @@ mod tests {
         let (a, _b) = pair();
         let fd = a.as_raw_fd();
         let mut kq = Kqueue::new().unwrap();
-        kq.register(fd, POLL_OUT).unwrap();
+        kq.register(fd, fd_token(fd), POLL_OUT).unwrap();
         let mut ev = make_kevent(fd, libc::EVFILT_WRITE, libc::EV_EOF, TAG_ADD);
         ev.fflags = libc::ECONNRESET as _;
         kq.events[0] = ev;
         let mut out = Vec::new();
         kq.collect(1, &mut out);
-        assert_eq!(out, [(fd, POLL_OUT | POLL_HUP | POLL_ERR)]);
+        assert_eq!(as_fds(&out), [(fd, POLL_OUT | POLL_HUP | POLL_ERR)]);
     }
 
     #[test]
@@ -598,8 +615,8 @@ mod tests {
         let (a, _b) = pair();
         let (c, _d) = pair();
         let mut kq = Kqueue::with_max_events(1).unwrap();
-        kq.register(a.as_raw_fd(), POLL_OUT).unwrap();
-        kq.register(c.as_raw_fd(), POLL_OUT).unwrap();
+        kq.register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_OUT).unwrap();
+        kq.register(c.as_raw_fd(), fd_token(c.as_raw_fd()), POLL_OUT).unwrap();
         // Two changes queued: room for both, whatever max_events says.
         let first = poll_now(&mut kq);
         assert!(!first.is_empty());

@@ -2,44 +2,57 @@
 //!
 //! # The contract every backend meets
 //!
-//! A poller watches file descriptors, each with a *mode* (an [`Events`] mask of
-//! `POLL_IN` and/or `POLL_OUT`), and reports which are ready. The operations are
-//! the original's: [`register`](Poller::register), [`unregister`](Poller::unregister),
+//! A poller watches file descriptors, each registered with a [`Token`] of the
+//! caller's choosing and a *mode* (an [`Events`] mask of `POLL_IN` and/or
+//! `POLL_OUT`), and reports which are ready, each report carrying the token the fd
+//! was registered with. The operations are the original's:
+//! [`register`](Poller::register), [`unregister`](Poller::unregister),
 //! [`modify`](Poller::modify), [`poll`](Poller::poll); closing is `Drop`.
 //!
-//! 1. **Level-triggered.** A descriptor that is ready is reported by every poll
+//! 1. **Events carry tokens.** epoll keeps the token in the kernel's event data,
+//!    poll and select keep it beside the fd in their own tables, kqueue in its fd
+//!    table beside the mode. A caller resolves a token to whatever it registered,
+//!    so a reused fd number cannot divert an event to the wrong owner.
+//! 2. **Level-triggered.** A descriptor that is ready is reported by every poll
 //!    until the condition is cleared (the socket drained, the buffer filled).
-//! 2. **One entry per descriptor per poll.** Conditions that a backend learns from
+//! 3. **One entry per descriptor per poll.** Conditions that a backend learns from
 //!    several places (kqueue's read and write filters, select's three sets) are
-//!    merged into one `(fd, events)` pair.
-//! 3. **`POLL_ERR` and `POLL_HUP` are reported whether asked for or not**, as epoll
+//!    merged into one [`PollEvent`].
+//! 4. **`POLL_ERR` and `POLL_HUP` are reported whether asked for or not**, as epoll
 //!    does, wherever the backend can see them (epoll, poll and kqueue can; select
 //!    sees an error or hang-up only as readiness for reading or writing).
 //!    `POLL_NULL` is a valid mode: it watches for errors and hang-ups alone.
-//! 4. **A closed descriptor never breaks the poll.** Where the backend can see it
+//! 5. **A closed descriptor never breaks the poll.** Where the backend can see it
 //!    (poll, select, kqueue at registration) the descriptor is reported alone with
 //!    `POLL_NVAL`; epoll drops it silently (the kernel forgets a closed file).
-//! 5. **Timeouts.** `None` blocks until an event; `Some(0)` returns at once; any
+//!    One case no backend can undo by number: epoll keys its entries by the open
+//!    file, so an fd closed while a `dup` of it stays open keeps reporting under
+//!    its token, and neither `unregister` nor `modify` can reach it (the number no
+//!    longer names that file). [`reset`](Poller::reset) drops every entry, those
+//!    included; the caller registers again what it still watches.
+//! 6. **Timeouts.** `None` blocks until an event; `Some(0)` returns at once; any
 //!    other duration is rounded *up* to the backend's precision, never down.
 //!    A signal interrupting the wait is returned as `ErrorKind::Interrupted`.
-//! 6. **The same errors everywhere**, each an [`io::Error`] whose inner value is a
+//! 7. **The same errors everywhere**, each an [`io::Error`] whose inner value is a
 //!    [`PollerError`] naming the backend, the operation and the fd:
 //!    - registering an fd that is already registered: `ErrorKind::AlreadyExists`;
 //!    - unregistering or modifying an fd that is not registered: `ErrorKind::NotFound`;
 //!    - registering a closed fd: `ErrorKind::InvalidInput`, with `EBADF` as its errno;
-//!    - an fd the backend cannot watch (select: at or above `FD_SETSIZE`):
-//!      `ErrorKind::InvalidInput`.
+//!    - an fd the backend cannot watch (select: at or above `FD_SETSIZE`; epoll: a
+//!      regular file or a directory): `ErrorKind::InvalidInput`, saying which
+//!      backend can.
 //!
 //! The conformance suite (`tests/conformance.rs`) checks every point on every
-//! backend that runs on the machine.
+//! backend that runs on the machine, through the loop; `contract_tests.rs` checks
+//! the pollers alone.
 
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use crate::event_loop::Token;
 use crate::events::Events;
+use crate::token::Token;
 
 #[cfg(epoll)]
 pub mod epoll;
@@ -51,23 +64,106 @@ pub mod select;
 #[cfg(test)]
 mod contract_tests;
 
-/// One readiness report: the descriptor and what happened on it.
-pub type PollEvent = (RawFd, Events);
+/// One readiness report: the token of the fd it concerns, and what happened.
+///
+/// Where there is epoll this is epoll's own record, so that the kernel writes a
+/// poll's reports straight into the caller's buffer; elsewhere a struct of the
+/// same two fields.
+#[cfg(epoll)]
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct PollEvent(libc::epoll_event);
+
+/// One readiness report: the token of the fd it concerns, and what happened.
+#[cfg(not(epoll))]
+#[derive(Clone, Copy)]
+pub struct PollEvent {
+    events: u32,
+    token: u64,
+}
+
+impl PollEvent {
+    /// A report of `events` for the fd registered with `token`.
+    #[cfg(epoll)]
+    #[inline]
+    pub fn new(token: Token, events: Events) -> PollEvent {
+        PollEvent(libc::epoll_event {
+            events: events.bits(),
+            u64: token.as_u64(),
+        })
+    }
+
+    /// A report of `events` for the fd registered with `token`.
+    #[cfg(not(epoll))]
+    #[inline]
+    pub fn new(token: Token, events: Events) -> PollEvent {
+        PollEvent {
+            events: events.bits(),
+            token: token.as_u64(),
+        }
+    }
+
+    /// The token the fd was registered with.
+    #[inline(always)]
+    pub fn token(&self) -> Token {
+        #[cfg(epoll)]
+        let token = self.0.u64;
+        #[cfg(not(epoll))]
+        let token = self.token;
+        Token::from_u64(token)
+    }
+
+    /// What happened.
+    #[inline(always)]
+    pub fn events(&self) -> Events {
+        #[cfg(epoll)]
+        let events = self.0.events;
+        #[cfg(not(epoll))]
+        let events = self.events;
+        Events::from_bits(events)
+    }
+
+    /// Add `events` to the report (backends that learn of one fd's conditions in
+    /// several places merge them into one report).
+    #[cfg_attr(not(kqueue), allow(dead_code))]
+    pub(crate) fn merge(&mut self, events: Events) {
+        *self = PollEvent::new(self.token(), self.events() | events);
+    }
+}
+
+impl PartialEq for PollEvent {
+    fn eq(&self, other: &PollEvent) -> bool {
+        (self.token(), self.events()) == (other.token(), other.events())
+    }
+}
+
+impl Eq for PollEvent {}
+
+impl fmt::Debug for PollEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "({:?}, {})", self.token(), self.events())
+    }
+}
 
 /// The interface every backend implements. See the [module docs](self) for the contract.
 pub trait Poller {
-    /// Start watching `fd` for the conditions in `mode`.
-    fn register(&mut self, fd: RawFd, mode: Events) -> io::Result<()>;
+    /// Start watching `fd` for the conditions in `mode`; its events will carry `token`.
+    fn register(&mut self, fd: RawFd, token: Token, mode: Events) -> io::Result<()>;
 
     /// Stop watching `fd`. The caller passes no mode: the poller remembers it.
     fn unregister(&mut self, fd: RawFd) -> io::Result<()>;
 
-    /// Change the conditions `fd` is watched for.
-    fn modify(&mut self, fd: RawFd, mode: Events) -> io::Result<()>;
+    /// Change the conditions `fd` is watched for, and the token its events carry.
+    fn modify(&mut self, fd: RawFd, token: Token, mode: Events) -> io::Result<()>;
 
     /// Wait for events, at most `timeout` (`None`: until one happens), and replace
     /// the contents of `out` with them, one entry per descriptor.
     fn poll(&mut self, timeout: Option<Duration>, out: &mut Vec<PollEvent>) -> io::Result<()>;
+
+    /// Drop every registration at once, including any the kernel keeps for a file
+    /// closed behind the poller's back (contract point 5). The poller is empty
+    /// afterwards, as if new.
+    fn reset(&mut self) -> io::Result<()>;
 
     /// Which backend this is.
     fn backend(&self) -> Backend;
@@ -112,6 +208,19 @@ impl Backend {
         }
     }
 
+    /// Whether the kernel itself refuses to unregister or modify an fd number
+    /// that no longer names the file it was registered with (closed, or reused by
+    /// another file), so that the result of those calls proves the number is
+    /// still the registration's. True for epoll, whose entries are keyed by file
+    /// and number. Not for poll and select (their tables are the poller's own,
+    /// by number), nor for kqueue as this backend drives it (changes wait for the
+    /// next `kevent`, and a `POLL_NULL` registration has no filter to check): the
+    /// loop records and compares the file's identity there instead
+    /// (see `file_id`).
+    pub(crate) const fn kernel_checks_identity(self) -> bool {
+        matches!(self, Backend::Epoll)
+    }
+
     /// The backends this platform has, in order of preference.
     pub fn available() -> impl Iterator<Item = Backend> {
         Backend::ALL.into_iter().filter(|b| b.is_available())
@@ -140,19 +249,7 @@ impl Backend {
 
     /// Open a poller of this kind.
     pub fn open(self) -> io::Result<Box<dyn Poller>> {
-        match self {
-            #[cfg(epoll)]
-            Backend::Epoll => Ok(Box::new(epoll::Epoll::new()?)),
-            #[cfg(kqueue)]
-            Backend::Kqueue => Ok(Box::new(kqueue::Kqueue::new()?)),
-            Backend::Poll => Ok(Box::new(poll::Poll::new())),
-            Backend::Select => Ok(Box::new(select::Select::new())),
-            #[allow(unreachable_patterns)]
-            other => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("the {} backend does not exist on this platform", other.name()),
-            )),
-        }
+        Ok(Box::new(AnyPoller::open(self)?))
     }
 }
 
@@ -178,149 +275,83 @@ impl std::str::FromStr for Backend {
     }
 }
 
-/// The loop's poller. It reports loop tokens rather than fds, resolved before
-/// any handler runs, so that a number reused during dispatch cannot divert an
-/// event: epoll carries the token in the kernel's event data and waits straight
-/// into `batch`; the other backends go through the trait and their fds are turned
-/// into tokens in `batch` right after the poll. Either way the dispatch loop reads
-/// one buffer, with no per-event question of which backend filled it.
-pub(crate) struct LoopPoller {
-    inner: Inner,
-    /// The last wait's events: each a token (as `u64`) and its event bits.
-    batch: Vec<RawEvent>,
-    /// The trait backends' output, before it becomes tokens.
-    polled: Vec<PollEvent>,
-}
-
-/// One event of a batch: epoll's own record where there is epoll, so that the
-/// kernel fills the batch directly.
-#[cfg(epoll)]
-pub(crate) type RawEvent = libc::epoll_event;
-
-#[cfg(not(epoll))]
-#[derive(Clone, Copy)]
-pub(crate) struct RawEvent {
-    events: u32,
-    u64: u64,
-}
-
-/// How many events one wait of the loop dispatches at most (epoll); the rest wait
-/// for the next round.
-#[cfg(epoll)]
-const LOOP_BATCH: usize = 1024;
-
-enum Inner {
+/// Any one backend, chosen at run time: what [`Backend::open`] boxes, and what the
+/// loop polls with. An enum rather than a `Box<dyn Poller>`, so that the loop's
+/// calls are direct (and epoll's wait inlined) with no per-call indirection.
+/// `repr(u8)`: a plain tag byte, one compare to read, where the niche the
+/// compiler would otherwise hide it in took ten instructions per poll.
+#[repr(u8)]
+pub(crate) enum AnyPoller {
     #[cfg(epoll)]
     Epoll(epoll::Epoll),
-    Other(Box<dyn Poller>),
+    #[cfg(kqueue)]
+    Kqueue(kqueue::Kqueue),
+    Poll(poll::Poll),
+    /// Boxed: its three `fd_set`s would make every variant 400 bytes.
+    Select(Box<select::Select>),
 }
 
-impl LoopPoller {
-    pub(crate) fn open(backend: Backend) -> io::Result<LoopPoller> {
-        let (inner, batch) = match backend {
+/// `AnyPoller`'s forwarding: one match, the same for every method.
+macro_rules! forward {
+    ($self:ident, $p:ident => $call:expr) => {
+        match $self {
             #[cfg(epoll)]
-            Backend::Epoll => (
-                Inner::Epoll(epoll::Epoll::new()?),
-                vec![RawEvent { events: 0, u64: 0 }; LOOP_BATCH],
-            ),
-            other => (Inner::Other(other.open()?), Vec::new()),
-        };
-        Ok(LoopPoller {
-            inner,
-            batch,
-            polled: Vec::new(),
-        })
-    }
+            AnyPoller::Epoll($p) => $call,
+            #[cfg(kqueue)]
+            AnyPoller::Kqueue($p) => $call,
+            AnyPoller::Poll($p) => $call,
+            AnyPoller::Select($p) => $call,
+        }
+    };
+}
 
-    // Only epoll uses the token; elsewhere the fd is the key.
-    #[cfg_attr(not(epoll), allow(unused_variables))]
-    #[inline]
-    pub(crate) fn register(&mut self, fd: RawFd, mode: Events, token: Token) -> io::Result<()> {
-        match &mut self.inner {
+impl AnyPoller {
+    /// Open a poller of the `backend` kind.
+    pub(crate) fn open(backend: Backend) -> io::Result<AnyPoller> {
+        match backend {
             #[cfg(epoll)]
-            Inner::Epoll(e) => e.register_with_key(fd, mode, token.as_u64()),
-            Inner::Other(p) => p.register(fd, mode),
+            Backend::Epoll => Ok(AnyPoller::Epoll(epoll::Epoll::new()?)),
+            #[cfg(kqueue)]
+            Backend::Kqueue => Ok(AnyPoller::Kqueue(kqueue::Kqueue::new()?)),
+            Backend::Poll => Ok(AnyPoller::Poll(poll::Poll::new())),
+            Backend::Select => Ok(AnyPoller::Select(Box::default())),
+            #[allow(unreachable_patterns)]
+            other => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("the {} backend does not exist on this platform", other.name()),
+            )),
         }
-    }
-
-    #[cfg_attr(not(epoll), allow(unused_variables))]
-    #[inline]
-    pub(crate) fn modify(&mut self, fd: RawFd, mode: Events, token: Token) -> io::Result<()> {
-        match &mut self.inner {
-            #[cfg(epoll)]
-            Inner::Epoll(e) => e.modify_with_key(fd, mode, token.as_u64()),
-            Inner::Other(p) => p.modify(fd, mode),
-        }
-    }
-
-    #[inline]
-    pub(crate) fn unregister(&mut self, fd: RawFd) -> io::Result<()> {
-        match &mut self.inner {
-            #[cfg(epoll)]
-            Inner::Epoll(e) => e.unregister(fd),
-            Inner::Other(p) => p.unregister(fd),
-        }
-    }
-
-    /// Poll; the events are then read with [`event`](Self::event). `owners` maps
-    /// fd numbers to the tokens registered for them.
-    #[inline(always)]
-    pub(crate) fn wait(&mut self, timeout: Option<Duration>, owners: &[Token]) -> io::Result<usize> {
-        match &mut self.inner {
-            #[cfg(epoll)]
-            Inner::Epoll(e) => e.wait_into(timeout, &mut self.batch),
-            Inner::Other(_) => self.wait_other(timeout, owners),
-        }
-    }
-
-    #[inline(never)]
-    #[allow(irrefutable_let_patterns)] // without epoll, `Other` is the only variant
-    fn wait_other(&mut self, timeout: Option<Duration>, owners: &[Token]) -> io::Result<usize> {
-        let Inner::Other(p) = &mut self.inner else {
-            unreachable!("only called for trait backends")
-        };
-        p.poll(timeout, &mut self.polled)?;
-        self.batch.clear();
-        for &(fd, events) in &self.polled {
-            if let Some(&token) = owners.get(fd as usize) {
-                self.batch.push(RawEvent {
-                    events: events.bits(),
-                    u64: token.as_u64(),
-                });
-            }
-        }
-        Ok(self.batch.len())
-    }
-
-    /// Event `i` of the last wait: whose, and what.
-    #[inline(always)]
-    pub(crate) fn event(&self, i: usize) -> (Token, Events) {
-        decode(&self.batch[i])
-    }
-
-    /// Lend out the last wait's events for dispatch (`take_batch()[..n]`, `n` what
-    /// the wait returned); [`put_batch`](Self::put_batch) gives them back. Handlers
-    /// cannot wait meanwhile (the loop refuses `run_once` inside a callback), and
-    /// walking a local slice spares a bounds check per event.
-    #[inline(always)]
-    pub(crate) fn take_batch(&mut self) -> Vec<RawEvent> {
-        std::mem::take(&mut self.batch)
-    }
-
-    /// Give back what [`take_batch`](Self::take_batch) lent. (If a handler panics
-    /// instead, the batch is gone, but so is the loop: it refuses to run again.)
-    #[inline(always)]
-    pub(crate) fn put_batch(&mut self, batch: Vec<RawEvent>) {
-        // What it replaces is the empty `Vec` that `take` left: nothing to free.
-        std::mem::forget(std::mem::replace(&mut self.batch, batch));
     }
 }
 
-/// Whose event it is, and what happened.
-#[inline(always)]
-pub(crate) fn decode(event: &RawEvent) -> (Token, Events) {
-    let RawEvent { events, u64: key } = *event;
-    (Token::from_u64(key), Events::from_bits(events))
+impl Poller for AnyPoller {
+    #[inline]
+    fn register(&mut self, fd: RawFd, token: Token, mode: Events) -> io::Result<()> {
+        forward!(self, p => p.register(fd, token, mode))
+    }
+
+    #[inline]
+    fn unregister(&mut self, fd: RawFd) -> io::Result<()> {
+        forward!(self, p => p.unregister(fd))
+    }
+
+    #[inline]
+    fn modify(&mut self, fd: RawFd, token: Token, mode: Events) -> io::Result<()> {
+        forward!(self, p => p.modify(fd, token, mode))
+    }
+
+    #[inline(always)]
+    fn poll(&mut self, timeout: Option<Duration>, out: &mut Vec<PollEvent>) -> io::Result<()> {
+        forward!(self, p => p.poll(timeout, out))
+    }
+
+    fn reset(&mut self) -> io::Result<()> {
+        forward!(self, p => p.reset())
+    }
+
+    fn backend(&self) -> Backend {
+        forward!(self, p => p.backend())
+    }
 }
 
 /// What a poller operation failed on: carried inside the `io::Error` it returns.

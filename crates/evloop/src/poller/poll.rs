@@ -3,7 +3,8 @@
 //! The poller owns the `pollfd` array that poll(2) reads, so a poll is a single
 //! system call with no per-call setup: registering appends to the array,
 //! unregistering swap-removes from it, and an index from fd number to array
-//! position keeps all three operations O(1). The cost poll(2) does pay is that the
+//! position keeps all three operations O(1). Each fd's token sits beside it, at
+//! the same position of a parallel array, and goes out with its reports. The cost poll(2) does pay is that the
 //! kernel scans the whole array on every call, so a poll is O(registered fds).
 //!
 //! Masks are translated bit by bit rather than passed through: the `POLL*`
@@ -14,7 +15,7 @@
 //! is a `pollfd` with `events == 0`, which still sees errors and hang-ups.
 //!
 //! A descriptor closed behind the poller's back is reported by the kernel as
-//! `POLLNVAL` alone, and becomes `(fd, POLL_NVAL)` here (contract point 4). It is
+//! `POLLNVAL` alone, and becomes a `POLL_NVAL` report here (contract point 5). It is
 //! reported on every poll until it is unregistered. If its number is reused by a
 //! new file before then, poll(2) cannot tell, and watches the new file instead.
 
@@ -24,27 +25,30 @@ use std::time::Duration;
 
 use super::{Backend, PollEvent, Poller, PollerError, refuse_closed, timeout_ms};
 use crate::events::{Events, POLL_ERR, POLL_HUP, POLL_IN, POLL_NVAL, POLL_OUT};
+use crate::token::Token;
 
 /// A poller on poll(2). Holds no kernel object, so dropping it closes nothing.
 ///
 /// ```
-/// use evloop::poller::{Poller, poll::Poll};
-/// use evloop::POLL_IN;
+/// use evloop::poller::{PollEvent, Poller, poll::Poll};
+/// use evloop::{POLL_IN, Token};
 /// use std::os::fd::AsRawFd;
 ///
 /// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
 /// let mut poll = Poll::new();
-/// poll.register(a.as_raw_fd(), POLL_IN)?;
+/// poll.register(a.as_raw_fd(), Token::from_u64(7), POLL_IN)?;
 /// std::io::Write::write_all(&mut b, b"x")?;
 /// let mut ready = Vec::new();
 /// poll.poll(None, &mut ready)?;
-/// assert_eq!(ready, [(a.as_raw_fd(), POLL_IN)]);
+/// assert_eq!(ready, [PollEvent::new(Token::from_u64(7), POLL_IN)]);
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Default)]
 pub struct Poll {
     /// Handed to poll(2) as is; order is arbitrary (swap-remove reorders it).
     fds: Vec<libc::pollfd>,
+    /// `tokens[i]` is the token of `fds[i]`.
+    tokens: Vec<Token>,
     /// `index[fd]` is fd's position in `fds`. Indexed by fd number, because fd
     /// numbers are small and dense; its length follows the highest fd registered.
     index: Vec<Option<usize>>,
@@ -109,7 +113,7 @@ fn from_revents(revents: libc::c_short) -> Events {
 }
 
 impl Poller for Poll {
-    fn register(&mut self, fd: RawFd, mode: Events) -> io::Result<()> {
+    fn register(&mut self, fd: RawFd, token: Token, mode: Events) -> io::Result<()> {
         refuse_closed(Backend::Poll, fd)?;
         if self.position(fd).is_some() {
             return Err(PollerError::already_registered(Backend::Poll, fd));
@@ -125,6 +129,7 @@ impl Poller for Poll {
             events: poll_events(mode),
             revents: 0,
         });
+        self.tokens.push(token);
         Ok(())
     }
 
@@ -134,17 +139,19 @@ impl Poller for Poll {
         };
         self.index[fd as usize] = None;
         self.fds.swap_remove(pos);
+        self.tokens.swap_remove(pos);
         if let Some(moved) = self.fds.get(pos) {
             self.index[moved.fd as usize] = Some(pos);
         }
         Ok(())
     }
 
-    fn modify(&mut self, fd: RawFd, mode: Events) -> io::Result<()> {
+    fn modify(&mut self, fd: RawFd, token: Token, mode: Events) -> io::Result<()> {
         let Some(pos) = self.position(fd) else {
             return Err(PollerError::not_registered(Backend::Poll, "modify", fd));
         };
         self.fds[pos].events = poll_events(mode);
+        self.tokens[pos] = token;
         Ok(())
     }
 
@@ -165,7 +172,7 @@ impl Poller for Poll {
         // poll(2) returns how many entries have non-zero revents, so the scan can
         // stop at the last one instead of walking the whole array.
         let mut remaining = n as usize;
-        for pollfd in &self.fds {
+        for (pollfd, &token) in self.fds.iter().zip(&self.tokens) {
             if remaining == 0 {
                 break;
             }
@@ -173,10 +180,15 @@ impl Poller for Poll {
                 remaining -= 1;
                 let events = from_revents(pollfd.revents);
                 if !events.is_empty() {
-                    out.push((pollfd.fd, events));
+                    out.push(PollEvent::new(token, events));
                 }
             }
         }
+        Ok(())
+    }
+
+    fn reset(&mut self) -> io::Result<()> {
+        *self = Poll::new();
         Ok(())
     }
 
@@ -321,10 +333,24 @@ pub(crate) mod tests {
         drop(server);
     }
 
-    /// One poll, its events sorted by fd so that tests can compare whole lists.
-    pub(crate) fn poll_sorted(poller: &mut dyn Poller, timeout: Option<Duration>) -> Vec<PollEvent> {
+    /// The token the pollers' own tests register `fd` with: the fd itself, so
+    /// that a report names its fd.
+    pub(crate) fn fd_token(fd: RawFd) -> Token {
+        Token::from_u64(u64::from(fd as u32))
+    }
+
+    /// Reports as `(fd, events)`, for fds registered with [`fd_token`].
+    pub(crate) fn as_fds(out: &[PollEvent]) -> Vec<(RawFd, Events)> {
+        out.iter()
+            .map(|ev| (ev.token().as_u64() as u32 as RawFd, ev.events()))
+            .collect()
+    }
+
+    /// One poll, as `(fd, events)` sorted by fd so that tests can compare whole lists.
+    pub(crate) fn poll_sorted(poller: &mut dyn Poller, timeout: Option<Duration>) -> Vec<(RawFd, Events)> {
         let mut out = Vec::new();
         poller.poll(timeout, &mut out).expect("poll");
+        let mut out = as_fds(&out);
         out.sort_by_key(|&(fd, _)| fd);
         out
     }
@@ -348,8 +374,10 @@ pub(crate) mod tests {
             high
         };
         let stale = a.as_raw_fd();
-        poller.register(stale, POLL_IN | POLL_OUT).unwrap();
-        poller.register(c.as_raw_fd(), POLL_IN).unwrap();
+        poller.register(stale, fd_token(stale), POLL_IN | POLL_OUT).unwrap();
+        poller
+            .register(c.as_raw_fd(), fd_token(c.as_raw_fd()), POLL_IN)
+            .unwrap();
         b.write_all(b"x").unwrap();
         d.write_all(b"x").unwrap();
         drop(a);
@@ -364,7 +392,7 @@ pub(crate) mod tests {
         check(&poller, false);
     }
 
-    fn poll_once(poller: &mut Poll, timeout: Option<Duration>) -> Vec<PollEvent> {
+    fn poll_once(poller: &mut Poll, timeout: Option<Duration>) -> Vec<(RawFd, Events)> {
         poll_sorted(poller, timeout)
     }
 
@@ -379,11 +407,15 @@ pub(crate) mod tests {
         let pairs: Vec<_> = (0..3).map(|_| UnixStream::pair().unwrap()).collect();
         let mut poller = Poll::new();
         for (a, _) in &pairs {
-            poller.register(a.as_raw_fd(), POLL_IN).unwrap();
+            poller
+                .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+                .unwrap();
         }
         // The last entry moves into the first one's place; it must still be found.
         poller.unregister(pairs[0].0.as_raw_fd()).unwrap();
-        poller.modify(pairs[2].0.as_raw_fd(), POLL_OUT).unwrap();
+        poller
+            .modify(pairs[2].0.as_raw_fd(), fd_token(pairs[2].0.as_raw_fd()), POLL_OUT)
+            .unwrap();
         poller.unregister(pairs[1].0.as_raw_fd()).unwrap();
         assert_eq!(poller.len(), 1);
         assert_eq!(poll_once(&mut poller, LONG), [(pairs[2].0.as_raw_fd(), POLL_OUT)]);
@@ -397,7 +429,7 @@ pub(crate) mod tests {
         let mut poller = Poll::new();
         // Never registered, and must not index out of bounds.
         assert_eq!(poller.unregister(-1).unwrap_err().kind(), io::ErrorKind::NotFound);
-        let err = poller.register(-1, POLL_IN).unwrap_err();
+        let err = poller.register(-1, fd_token(-1), POLL_IN).unwrap_err();
         assert_eq!(kind_and_errno(&err), (io::ErrorKind::InvalidInput, Some(libc::EBADF)));
         assert!(poller.is_empty());
     }
@@ -411,7 +443,9 @@ pub(crate) mod tests {
     fn peer_hang_up_is_reported() {
         let (a, b) = UnixStream::pair().unwrap();
         let mut poller = Poll::new();
-        poller.register(a.as_raw_fd(), POLL_IN).unwrap();
+        poller
+            .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+            .unwrap();
         drop(b);
         let events = poll_once(&mut poller, LONG);
         assert_eq!(events.len(), 1);
@@ -428,7 +462,9 @@ pub(crate) mod tests {
     fn null_mode_sees_hang_up_but_not_data() {
         let (a, mut b) = UnixStream::pair().unwrap();
         let mut poller = Poll::new();
-        poller.register(a.as_raw_fd(), POLL_NULL).unwrap();
+        poller
+            .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_NULL)
+            .unwrap();
         b.write_all(b"x").unwrap();
         assert_eq!(poll_once(&mut poller, Some(Duration::ZERO)), []);
         drop(b);
@@ -442,7 +478,9 @@ pub(crate) mod tests {
         let (server, _) = listener.accept().unwrap();
         reset(server);
         let mut poller = Poll::new();
-        poller.register(client.as_raw_fd(), POLL_IN).unwrap();
+        poller
+            .register(client.as_raw_fd(), fd_token(client.as_raw_fd()), POLL_IN)
+            .unwrap();
         let events = poll_once(&mut poller, LONG);
         assert_eq!(events.len(), 1);
         assert!(events[0].1.contains(POLL_ERR), "{:?}", events[0].1);
@@ -453,12 +491,14 @@ pub(crate) mod tests {
         let (a, mut b) = UnixStream::pair().unwrap();
         b.write_all(b"x").unwrap();
         let mut poller = Poll::new();
-        poller.register(a.as_raw_fd(), POLL_IN).unwrap();
+        poller
+            .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+            .unwrap();
         let mut out = Vec::with_capacity(8);
-        out.push((99, POLL_OUT));
+        out.push(PollEvent::new(fd_token(99), POLL_OUT));
         let ptr = out.as_ptr();
         poller.poll(LONG, &mut out).unwrap();
-        assert_eq!(out, [(a.as_raw_fd(), POLL_IN)], "old contents are replaced");
+        assert_eq!(as_fds(&out), [(a.as_raw_fd(), POLL_IN)], "old contents are replaced");
         assert_eq!(out.as_ptr(), ptr);
     }
 
@@ -477,8 +517,12 @@ pub(crate) mod tests {
         let pairs: Vec<_> = (0..FDS / 2).map(|_| UnixStream::pair().unwrap()).collect();
         let mut poller = Poll::new();
         for (a, b) in &pairs {
-            poller.register(a.as_raw_fd(), POLL_IN).unwrap();
-            poller.register(b.as_raw_fd(), POLL_IN).unwrap();
+            poller
+                .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+                .unwrap();
+            poller
+                .register(b.as_raw_fd(), fd_token(b.as_raw_fd()), POLL_IN)
+                .unwrap();
         }
         assert_eq!(poller.len(), FDS);
         let highest = pairs.last().unwrap().1.as_raw_fd();
@@ -510,7 +554,7 @@ pub(crate) mod tests {
             .collect();
         survivors.sort_unstable();
         for &fd in &survivors {
-            poller.modify(fd, POLL_OUT).unwrap();
+            poller.modify(fd, fd_token(fd), POLL_OUT).unwrap();
         }
         let reported: Vec<_> = poll_once(&mut poller, LONG);
         assert_eq!(reported.len(), survivors.len());

@@ -35,22 +35,23 @@ use std::time::Duration;
 
 use super::{Backend, PollEvent, Poller, PollerError, fd_is_open, refuse_closed};
 use crate::events::{Events, POLL_ERR, POLL_IN, POLL_NVAL, POLL_OUT};
+use crate::token::Token;
 
 /// A poller on select(2), for descriptors below `FD_SETSIZE`. Holds no kernel
 /// object, so dropping it closes nothing.
 ///
 /// ```
-/// use evloop::poller::{Poller, select::Select};
-/// use evloop::POLL_IN;
+/// use evloop::poller::{PollEvent, Poller, select::Select};
+/// use evloop::{POLL_IN, Token};
 /// use std::os::fd::AsRawFd;
 ///
 /// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
 /// let mut select = Select::new();
-/// select.register(a.as_raw_fd(), POLL_IN)?;
+/// select.register(a.as_raw_fd(), Token::from_u64(7), POLL_IN)?;
 /// std::io::Write::write_all(&mut b, b"x")?;
 /// let mut ready = Vec::new();
 /// select.poll(None, &mut ready)?;
-/// assert_eq!(ready, [(a.as_raw_fd(), POLL_IN)]);
+/// assert_eq!(ready, [PollEvent::new(Token::from_u64(7), POLL_IN)]);
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct Select {
@@ -69,6 +70,8 @@ pub struct Select {
 
 #[derive(Clone, Copy)]
 struct Entry {
+    /// What the fd's reports carry.
+    token: Token,
     /// Found closed behind our back: left out of select(2) and reported as
     /// `POLL_NVAL` until unregistered, or until its number is open again.
     closed: bool,
@@ -227,7 +230,7 @@ fn timeval_for(timeout: Duration) -> libc::timeval {
 }
 
 impl Poller for Select {
-    fn register(&mut self, fd: RawFd, mode: Events) -> io::Result<()> {
+    fn register(&mut self, fd: RawFd, token: Token, mode: Events) -> io::Result<()> {
         if let Some(err) = out_of_range(fd, "register") {
             return Err(err);
         }
@@ -239,7 +242,7 @@ impl Poller for Select {
         if slot >= self.entries.len() {
             self.entries.resize(slot + 1, None);
         }
-        self.entries[slot] = Some(Entry { closed: false });
+        self.entries[slot] = Some(Entry { token, closed: false });
         self.set_mode(fd, mode);
         self.max_fd = self.max_fd.max(fd);
         Ok(())
@@ -262,13 +265,14 @@ impl Poller for Select {
         Ok(())
     }
 
-    fn modify(&mut self, fd: RawFd, mode: Events) -> io::Result<()> {
+    fn modify(&mut self, fd: RawFd, token: Token, mode: Events) -> io::Result<()> {
         if let Some(err) = out_of_range(fd, "modify") {
             return Err(err);
         }
-        if self.entry(fd).is_none() {
+        let Some(entry) = self.entries.get_mut(fd as usize).and_then(Option::as_mut) else {
             return Err(PollerError::not_registered(Backend::Select, "modify", fd));
-        }
+        };
+        entry.token = token;
         self.set_mode(fd, mode);
         Ok(())
     }
@@ -314,7 +318,7 @@ impl Poller for Select {
         }
         for (fd, entry) in self.registered() {
             if entry.closed {
-                out.push((fd, POLL_NVAL));
+                out.push(PollEvent::new(entry.token, POLL_NVAL));
                 continue;
             }
             let mut events = Events::default();
@@ -324,9 +328,14 @@ impl Poller for Select {
                 }
             }
             if !events.is_empty() {
-                out.push((fd, events));
+                out.push(PollEvent::new(entry.token, events));
             }
         }
+        Ok(())
+    }
+
+    fn reset(&mut self) -> io::Result<()> {
+        *self = Select::new();
         Ok(())
     }
 
@@ -340,8 +349,8 @@ mod tests {
     use super::*;
     use crate::events::POLL_HUP;
     use crate::poller::poll::tests::{
-        HIGH_FD_FLOOR, closed_behind_our_back_is_nval_until_unregistered, dup_at_least, high_fd, lock_fd_numbers,
-        low_fd_numbers, poll_sorted, raise_nofile_limit, reset, skip_loudly,
+        HIGH_FD_FLOOR, closed_behind_our_back_is_nval_until_unregistered, dup_at_least, fd_token, high_fd,
+        lock_fd_numbers, low_fd_numbers, poll_sorted, raise_nofile_limit, reset, skip_loudly,
     };
     use std::io::Write;
     use std::net::{TcpListener, TcpStream};
@@ -351,7 +360,7 @@ mod tests {
 
     const LONG: Option<Duration> = Some(Duration::from_secs(5));
 
-    fn poll_once(poller: &mut Select, timeout: Option<Duration>) -> Vec<PollEvent> {
+    fn poll_once(poller: &mut Select, timeout: Option<Duration>) -> Vec<(RawFd, Events)> {
         poll_sorted(poller, timeout)
     }
 
@@ -361,8 +370,12 @@ mod tests {
         let (a, _b) = UnixStream::pair().unwrap();
         let (c, _d) = UnixStream::pair().unwrap();
         let mut poller = Select::new();
-        poller.register(a.as_raw_fd(), POLL_IN).unwrap();
-        poller.register(c.as_raw_fd(), POLL_OUT).unwrap();
+        poller
+            .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN)
+            .unwrap();
+        poller
+            .register(c.as_raw_fd(), fd_token(c.as_raw_fd()), POLL_OUT)
+            .unwrap();
         let (low, high) = (a.as_raw_fd().min(c.as_raw_fd()), a.as_raw_fd().max(c.as_raw_fd()));
         poller.unregister(high).unwrap();
         assert_eq!(poller.max_fd, low);
@@ -381,7 +394,7 @@ mod tests {
     #[test]
     fn negative_fd_is_refused_as_invalid_input() {
         let mut poller = Select::new();
-        let err = poller.register(-1, POLL_IN).unwrap_err();
+        let err = poller.register(-1, fd_token(-1), POLL_IN).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(err.to_string().contains("FD_SETSIZE"), "{err}");
     }
@@ -401,11 +414,11 @@ mod tests {
         let fd = big.as_raw_fd();
         assert!(fd >= libc::FD_SETSIZE as RawFd);
         let mut poller = Select::new();
-        let err = poller.register(fd, POLL_IN).unwrap_err();
+        let err = poller.register(fd, fd_token(fd), POLL_IN).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(err.to_string().contains("FD_SETSIZE"), "{err}");
         assert_eq!(PollerError::of(&err).unwrap().fd, Some(fd));
-        let err = poller.modify(fd, POLL_OUT).unwrap_err();
+        let err = poller.modify(fd, fd_token(fd), POLL_OUT).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(poller.is_empty());
 
@@ -413,7 +426,7 @@ mod tests {
         let last = libc::FD_SETSIZE as RawFd - 1;
         let edge = dup_at_least(a.as_raw_fd(), last).unwrap();
         if edge.as_raw_fd() == last {
-            poller.register(last, POLL_OUT).unwrap();
+            poller.register(last, fd_token(last), POLL_OUT).unwrap();
             assert_eq!(poll_once(&mut poller, LONG), [(last, POLL_OUT)]);
         } else {
             skip_loudly(
@@ -445,8 +458,10 @@ mod tests {
         };
         let mut poller = Select::new();
         let stale = a.as_raw_fd();
-        poller.register(stale, POLL_IN).unwrap();
-        poller.register(c.as_raw_fd(), POLL_IN).unwrap();
+        poller.register(stale, fd_token(stale), POLL_IN).unwrap();
+        poller
+            .register(c.as_raw_fd(), fd_token(c.as_raw_fd()), POLL_IN)
+            .unwrap();
         drop(a);
         for _ in 0..2 {
             let start = Instant::now();
@@ -463,7 +478,7 @@ mod tests {
         let a = high_fd(&a);
         let number = a.as_raw_fd();
         let mut poller = Select::new();
-        poller.register(number, POLL_IN).unwrap();
+        poller.register(number, fd_token(number), POLL_IN).unwrap();
         drop(a);
         assert_eq!(poll_once(&mut poller, LONG), [(number, POLL_NVAL)]);
         // SAFETY: `number` is closed and, under the fd-number lock, used by no one;
@@ -483,7 +498,9 @@ mod tests {
         let _fds = low_fd_numbers();
         let (a, b) = UnixStream::pair().unwrap();
         let mut poller = Select::new();
-        poller.register(a.as_raw_fd(), POLL_IN | POLL_ERR).unwrap();
+        poller
+            .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_IN | POLL_ERR)
+            .unwrap();
         drop(b);
         let events = poll_once(&mut poller, LONG);
         assert_eq!(events, [(a.as_raw_fd(), POLL_IN)]);
@@ -498,7 +515,9 @@ mod tests {
         let (server, _) = listener.accept().unwrap();
         reset(server);
         let mut poller = Select::new();
-        poller.register(client.as_raw_fd(), POLL_IN | POLL_ERR).unwrap();
+        poller
+            .register(client.as_raw_fd(), fd_token(client.as_raw_fd()), POLL_IN | POLL_ERR)
+            .unwrap();
         assert_eq!(poll_once(&mut poller, LONG), [(client.as_raw_fd(), POLL_IN)]);
     }
 
@@ -512,7 +531,9 @@ mod tests {
         let sent = unsafe { libc::send(client.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
         assert_eq!(sent, 1, "send MSG_OOB: {}", io::Error::last_os_error());
         let mut poller = Select::new();
-        poller.register(server.as_raw_fd(), POLL_ERR).unwrap();
+        poller
+            .register(server.as_raw_fd(), fd_token(server.as_raw_fd()), POLL_ERR)
+            .unwrap();
         assert_eq!(poll_once(&mut poller, LONG), [(server.as_raw_fd(), POLL_ERR)]);
     }
 
@@ -534,7 +555,9 @@ mod tests {
         let _fds = low_fd_numbers();
         let (a, _b) = UnixStream::pair().unwrap();
         let mut poller = Select::new();
-        poller.register(a.as_raw_fd(), POLL_OUT).unwrap();
+        poller
+            .register(a.as_raw_fd(), fd_token(a.as_raw_fd()), POLL_OUT)
+            .unwrap();
         assert_eq!(poll_once(&mut poller, Some(Duration::MAX)), [(a.as_raw_fd(), POLL_OUT)]);
     }
 
@@ -553,7 +576,9 @@ mod tests {
         // Duplicates spread over the upper part of the set, across several words.
         for min in (HIGH_FD_FLOOR..top - 8).step_by(61) {
             let dup = dup_at_least(a.as_raw_fd(), min).unwrap();
-            poller.register(dup.as_raw_fd(), POLL_IN).unwrap();
+            poller
+                .register(dup.as_raw_fd(), fd_token(dup.as_raw_fd()), POLL_IN)
+                .unwrap();
             dups.push(dup);
         }
         b.write_all(b"x").unwrap();

@@ -2,6 +2,7 @@
 //! a UDP echo server, and SOCKS5 clients. Everything listens on 127.0.0.1.
 
 #![allow(dead_code)] // each test file uses a different part
+#![allow(unsafe_code)] // a test: it calls libc directly (fds, signals, limits)
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
