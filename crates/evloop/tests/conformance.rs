@@ -836,7 +836,6 @@ mod cases {
         let token = lp.add_foreign(fd, POLL_IN, recorder(&log, "foreign")).unwrap();
         let taken: ForeignFd = lp.take(token).unwrap();
         assert_eq!(taken.fd(), fd);
-        drop(taken);
         assert!(is_open(fd), "{backend}: take closed the foreign fd {fd}");
         let mut byte = [0u8];
         a.read_exact(&mut byte).unwrap();
