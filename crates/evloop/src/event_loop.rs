@@ -52,9 +52,7 @@ trait Entry<D> {
     fn raw_fd(&self) -> RawFd;
     /// Whether dropping the source closes its fd: false for a [`ForeignFd`], whose
     /// number the loop only watches. Asked on the cold paths alone (remove, lost).
-    fn owns_fd(&self) -> bool {
-        true
-    }
+    fn owns_fd(&self) -> bool;
 }
 
 struct Registered<S, H> {
@@ -62,7 +60,22 @@ struct Registered<S, H> {
     handler: H,
 }
 
-impl<S: AsFd + 'static, D, H: Handler<S, D>> Entry<D> for Registered<S, H> {
+/// What a registration watches: a source the loop owns (any `AsFd`), or a
+/// [`ForeignFd`].
+trait Watched: 'static {
+    /// Whether dropping it closes the number.
+    const OWNS_FD: bool = true;
+    /// Its fd number.
+    fn number(&self) -> RawFd;
+}
+
+impl<S: AsFd + 'static> Watched for S {
+    fn number(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+impl<S: Watched, D, H: Handler<S, D>> Entry<D> for Registered<S, H> {
     #[inline]
     fn dispatch(&mut self, cx: &mut Ctx<'_, D>, token: Token, events: Events) -> io::Result<()> {
         (self.handler)(cx, &mut self.source, token, events)
@@ -77,7 +90,11 @@ impl<S: AsFd + 'static, D, H: Handler<S, D>> Entry<D> for Registered<S, H> {
     }
 
     fn raw_fd(&self) -> RawFd {
-        self.source.as_fd().as_raw_fd()
+        self.source.number()
+    }
+
+    fn owns_fd(&self) -> bool {
+        S::OWNS_FD
     }
 }
 
@@ -95,32 +112,11 @@ impl ForeignFd {
     }
 }
 
-/// A registration of a [`ForeignFd`]: dropping it drops the handler, and closes
-/// nothing.
-struct Foreign<H> {
-    source: ForeignFd,
-    handler: H,
-}
+impl Watched for ForeignFd {
+    const OWNS_FD: bool = false;
 
-impl<D, H: Handler<ForeignFd, D>> Entry<D> for Foreign<H> {
-    fn dispatch(&mut self, cx: &mut Ctx<'_, D>, token: Token, events: Events) -> io::Result<()> {
-        (self.handler)(cx, &mut self.source, token, events)
-    }
-
-    fn source_mut(&mut self) -> &mut dyn Any {
-        &mut self.source
-    }
-
-    fn into_source(self: Box<Self>) -> Box<dyn Any> {
-        Box::new(self.source)
-    }
-
-    fn raw_fd(&self) -> RawFd {
-        self.source.0
-    }
-
-    fn owns_fd(&self) -> bool {
-        false
+    fn number(&self) -> RawFd {
+        self.0
     }
 }
 
@@ -424,7 +420,7 @@ impl<D: 'static> EventLoop<D> {
     where
         H: Handler<ForeignFd, D>,
     {
-        let entry = Box::new(Foreign {
+        let entry = Box::new(Registered {
             source: ForeignFd(fd),
             handler,
         });

@@ -198,6 +198,36 @@ fn open_fd_count() -> usize {
         .count()
 }
 
+/// A foreign fd registered (handler "old"), closed by its owner, and its number
+/// taken by a new socket before the registration is removed.
+struct ReusedForeignNumber {
+    number: RawFd,
+    foreign: Token,
+    /// The new socket, on `number`.
+    newcomer: std::os::fd::OwnedFd,
+    newcomer_peer: UnixStream,
+    _old_peer: UnixStream,
+}
+
+impl ReusedForeignNumber {
+    fn new(lp: &mut EventLoop, log: &Log, floor: RawFd) -> Self {
+        let (old, old_peer) = UnixStream::pair().unwrap();
+        let (newcomer, newcomer_peer) = UnixStream::pair().unwrap();
+        let (number, old) = owned_high(old, floor);
+        let foreign = lp.add_foreign(number, POLL_IN, recorder(log, "old")).unwrap();
+        drop(old);
+        let (again, newcomer) = owned_high(newcomer, number);
+        assert_eq!(again, number, "the freed number is handed out again");
+        ReusedForeignNumber {
+            number,
+            foreign,
+            newcomer,
+            newcomer_peer,
+            _old_peer: old_peer,
+        }
+    }
+}
+
 fn turns_within(lp: &mut EventLoop, timeout_ms: u64, window: Duration, max_turns: usize) -> usize {
     let start = Instant::now();
     let mut turns = 0;
@@ -881,25 +911,20 @@ mod cases {
     pub fn foreign_fd_number_reused_before_remove_leaves_the_newcomer_alone(backend: Backend) {
         let mut lp = new_loop(backend);
         let log: Log = Default::default();
-        let (old, _old_peer) = UnixStream::pair().unwrap();
-        let (newcomer, mut newcomer_peer) = UnixStream::pair().unwrap();
-        let (number, old) = owned_high(old, floor_for(backend, 580));
-        let token = lp.add_foreign(number, POLL_IN, recorder(&log, "old")).unwrap();
-        drop(old);
-        let again = dup_high(newcomer.as_raw_fd(), number);
-        assert_eq!(again, number, "the freed number is handed out again");
-        lp.remove(token).unwrap();
+        let reused = ReusedForeignNumber::new(&mut lp, &log, floor_for(backend, 580));
+        let (number, newcomer_file) = (reused.number, file_of(reused.number));
+        lp.remove(reused.foreign).unwrap();
         assert_eq!(
             file_of(number),
-            file_of(newcomer.as_raw_fd()),
+            newcomer_file,
             "{backend}: remove touched fd {number}, which is the newcomer's"
         );
         lp.add_foreign(number, POLL_IN, recorder(&log, "newcomer")).unwrap();
+        let mut newcomer_peer = reused.newcomer_peer;
         newcomer_peer.write_all(b"y").unwrap();
         turn(&mut lp, 1000);
         assert_eq!(*log.borrow(), [("newcomer", POLL_IN)]);
-        // The test's own: the newcomer's dup at `number`.
-        close_behind(number);
+        drop(reused.newcomer);
     }
 
     /// The owner closes a foreign fd and the loop is given an owned socket on the
@@ -909,14 +934,9 @@ mod cases {
     pub fn foreign_fd_number_taken_by_an_owned_source_drops_the_foreign_registration(backend: Backend) {
         let mut lp = new_loop(backend);
         let log: Log = Default::default();
-        let (old, _old_peer) = UnixStream::pair().unwrap();
-        let (newcomer, mut newcomer_peer) = UnixStream::pair().unwrap();
-        let (number, old) = owned_high(old, floor_for(backend, 640));
-        let foreign = lp.add_foreign(number, POLL_IN, recorder(&log, "old")).unwrap();
-        drop(old);
-        let (again, newcomer) = owned_high(newcomer, number);
-        assert_eq!(again, number, "the freed number is handed out again");
-        let owned = lp.add(newcomer, POLL_IN, recorder(&log, "newcomer")).unwrap();
+        let reused = ReusedForeignNumber::new(&mut lp, &log, floor_for(backend, 640));
+        let (number, foreign, mut newcomer_peer) = (reused.number, reused.foreign, reused.newcomer_peer);
+        let owned = lp.add(reused.newcomer, POLL_IN, recorder(&log, "newcomer")).unwrap();
         assert!(!lp.contains(foreign));
         assert!(
             lp.remove(foreign).is_err(),
