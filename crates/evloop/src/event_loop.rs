@@ -50,6 +50,9 @@ trait Entry<D> {
     fn into_source(self: Box<Self>) -> Box<dyn Any>;
     /// The source's fd number (for logs, after its slot has forgotten it).
     fn raw_fd(&self) -> RawFd;
+    /// Whether dropping the source closes its fd: false for a [`ForeignFd`], whose
+    /// number the loop only watches. Asked on the cold paths alone (remove, lost).
+    fn owns_fd(&self) -> bool;
 }
 
 struct Registered<S, H> {
@@ -57,7 +60,22 @@ struct Registered<S, H> {
     handler: H,
 }
 
-impl<S: AsFd + 'static, D, H: Handler<S, D>> Entry<D> for Registered<S, H> {
+/// What a registration watches: a source the loop owns (any `AsFd`), or a
+/// [`ForeignFd`].
+trait Watched: 'static {
+    /// Whether dropping it closes the number.
+    const OWNS_FD: bool = true;
+    /// Its fd number.
+    fn number(&self) -> RawFd;
+}
+
+impl<S: AsFd + 'static> Watched for S {
+    fn number(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+impl<S: Watched, D, H: Handler<S, D>> Entry<D> for Registered<S, H> {
     #[inline]
     fn dispatch(&mut self, cx: &mut Ctx<'_, D>, token: Token, events: Events) -> io::Result<()> {
         (self.handler)(cx, &mut self.source, token, events)
@@ -72,7 +90,33 @@ impl<S: AsFd + 'static, D, H: Handler<S, D>> Entry<D> for Registered<S, H> {
     }
 
     fn raw_fd(&self) -> RawFd {
-        self.source.as_fd().as_raw_fd()
+        self.source.number()
+    }
+
+    fn owns_fd(&self) -> bool {
+        S::OWNS_FD
+    }
+}
+
+/// A descriptor the loop watches but does not own ([`EventLoop::add_foreign`]):
+/// its number, and nothing that could close it or lend it out. It has no `AsFd`
+/// on purpose: the number may be closed (and reused) by its owner at any time,
+/// so safe code must not turn it into a `BorrowedFd`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ForeignFd(RawFd);
+
+impl ForeignFd {
+    /// The descriptor number as it was registered.
+    pub fn fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+impl Watched for ForeignFd {
+    const OWNS_FD: bool = false;
+
+    fn number(&self) -> RawFd {
+        self.0
     }
 }
 
@@ -355,6 +399,34 @@ impl<D: 'static> EventLoop<D> {
         self.add_entry(fd, mode, TypeId::of::<S>(), Box::new(Registered { source, handler }))
     }
 
+    /// Watch `fd`, a descriptor the loop does not own (a library's socket, say),
+    /// for `mode`, with `handler` for its events: mio's `SourceFd`. The handler is
+    /// given a [`ForeignFd`], which carries the number only.
+    ///
+    /// The loop never closes `fd`: [`remove`](Self::remove) unregisters it and
+    /// drops the handler, and [`take`](Self::take)`::<ForeignFd>` hands the number
+    /// back. The contract is the caller's: **remove the registration when the
+    /// owner closes the descriptor**. Until then, the number stays registered and
+    /// events may still name it, even once the owner has closed it or reused the
+    /// number for another descriptor. A `remove` after the owner closed it is
+    /// expected and succeeds (logged at debug only); it closes nothing either way,
+    /// so a newcomer on the number is left alone. (On epoll, an owner that closes
+    /// the descriptor while keeping a `dup` of it open keeps the file watched
+    /// until the dup closes too: remove before closing, where the owner can.)
+    ///
+    /// Errors as for [`add`](Self::add): `EBADF` for a number that names nothing,
+    /// `ErrorKind::AlreadyExists` for one registered already.
+    pub fn add_foreign<H>(&mut self, fd: RawFd, mode: Events, handler: H) -> io::Result<Token>
+    where
+        H: Handler<ForeignFd, D>,
+    {
+        let entry = Box::new(Registered {
+            source: ForeignFd(fd),
+            handler,
+        });
+        self.add_entry(fd, mode, TypeId::of::<ForeignFd>(), entry)
+    }
+
     fn add_entry(&mut self, fd: RawFd, mode: Events, source_type: TypeId, entry: BoxedEntry<D>) -> io::Result<Token> {
         let fd_index = usize::try_from(fd).map_err(|_| {
             io::Error::new(
@@ -573,6 +645,12 @@ impl<D: 'static> EventLoop<D> {
             }
             return Ok(Some(entry));
         }
+        if !entry.owns_fd() {
+            // Its owner closed it first: the number is handed back (to `take`) all
+            // the same, as the loop never closes it.
+            self.foreign_gone(token, fd);
+            return Ok(Some(entry));
+        }
         self.lost(token, fd, entry);
         Ok(None)
     }
@@ -656,6 +734,10 @@ impl<D: 'static> EventLoop<D> {
     #[cold]
     #[inline(never)]
     fn lost(&mut self, token: Token, fd: RawFd, entry: BoxedEntry<D>) {
+        if !entry.owns_fd() {
+            self.foreign_gone(token, fd);
+            return;
+        }
         let now = if FileId::of(fd).is_ok() {
             "names another file now"
         } else {
@@ -674,6 +756,22 @@ impl<D: 'static> EventLoop<D> {
         if let Err(source) = file_id::release(fd, entry.into_source()) {
             self.unreleased.push((fd, source));
         }
+    }
+
+    /// A [`ForeignFd`]'s number no longer names the file it was registered with:
+    /// its owner closed it, as it may (that is the contract of
+    /// [`add_foreign`](Self::add_foreign)). Nothing to release or hold back, as
+    /// the loop closes nothing of it. Its token is not made a suspect: a foreign
+    /// fd closed first is the usual case (c-ares closes its sockets itself), and
+    /// suspects are for misuse (each is checked on every poll until the poller is
+    /// reset, and 64 of them reset it).
+    #[cold]
+    #[inline(never)]
+    fn foreign_gone(&mut self, token: Token, fd: RawFd) {
+        log::debug!(
+            "{}: foreign fd {fd} ({token}) was closed by its owner before its registration was dropped",
+            self.backend
+        );
     }
 
     /// Drop the sources held back because their numbers named other files, for

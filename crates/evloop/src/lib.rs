@@ -8,7 +8,7 @@
 //! | the original | here |
 //! |---|---|
 //! | `POLL_IN` … `POLL_NVAL`, `EVENT_NAMES` | [`Events`] and its constants, printed by name |
-//! | `EventLoop.add(sock, mode, handler)` | [`EventLoop::add`] → [`Token`]; the loop owns the source |
+//! | `EventLoop.add(sock, mode, handler)` | [`EventLoop::add`] → [`Token`]; the loop owns the source ([`EventLoop::add_foreign`] watches one it does not) |
 //! | `remove(sock)`, `modify(sock, mode)` | [`EventLoop::remove`] (unregister, then close), [`EventLoop::modify`], [`EventLoop::set_handler`] |
 //! | `handle_event(sock, fd, event)` | a closure `FnMut(&mut Ctx<D>, &mut S, Token, Events) -> io::Result<()>` |
 //! | `add_periodic`, `TIMEOUT_PRECISION` | [`EventLoop::add_periodic`], [`Builder::timeout_precision`] |
@@ -35,7 +35,7 @@ pub mod timer;
 mod token;
 mod waker;
 
-pub use event_loop::{Builder, Ctx, EventLoop, Handler, PeriodicId, TIMEOUT_PRECISION, get_sock_error};
+pub use event_loop::{Builder, Ctx, EventLoop, ForeignFd, Handler, PeriodicId, TIMEOUT_PRECISION, get_sock_error};
 pub use events::{EVENT_NAMES, Events, POLL_ERR, POLL_HUP, POLL_IN, POLL_NULL, POLL_NVAL, POLL_OUT};
 pub use poller::{BACKEND_ENV, Backend, PollEvent, Poller, PollerError};
 pub use signal::Signal;

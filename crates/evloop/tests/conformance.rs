@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use evloop::{
-    Backend, Builder, Ctx, EventLoop, Events, POLL_ERR, POLL_HUP, POLL_IN, POLL_NULL, POLL_NVAL, POLL_OUT, PollerError,
-    Token, get_sock_error,
+    Backend, Builder, Ctx, EventLoop, Events, ForeignFd, POLL_ERR, POLL_HUP, POLL_IN, POLL_NULL, POLL_NVAL, POLL_OUT,
+    PollerError, Token, get_sock_error,
 };
 
 /// Descriptor numbers are shared by all the tests of this process. Cases that hold
@@ -28,9 +28,11 @@ use evloop::{
 static FD_TABLE: RwLock<()> = RwLock::new(());
 
 /// The cases that take the fd table for themselves.
-const EXCLUSIVE_CASES: [&str; 2] = [
+const EXCLUSIVE_CASES: [&str; 3] = [
     "thousands_of_registered_fds",
     "select_refuses_fd_at_or_above_fd_setsize",
+    // counts the process's open descriptors
+    "foreign_fd_closed_by_its_owner_then_removed_leaks_nothing",
 ];
 
 fn run_case(name: &str, backend: Backend, case: fn(Backend)) {
@@ -182,6 +184,50 @@ fn close_behind(fd: RawFd) {
 /// Turn the loop with `timeout_ms` waits for `window`, at most `max_turns` times:
 /// how many turns it took. A loop that does not spin takes about
 /// `window / timeout_ms`; one that spins, `max_turns`.
+/// Whether `fd` is open (`fcntl(F_GETFD)` succeeds on it).
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor's flags; any number is a valid argument.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// How many descriptors this process has open.
+fn open_fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .or_else(|_| std::fs::read_dir("/dev/fd"))
+        .expect("a list of open descriptors")
+        .count()
+}
+
+/// A foreign fd registered (handler "old"), closed by its owner, and its number
+/// taken by a new socket before the registration is removed.
+struct ReusedForeignNumber {
+    number: RawFd,
+    foreign: Token,
+    /// The new socket, on `number`.
+    newcomer: std::os::fd::OwnedFd,
+    newcomer_peer: UnixStream,
+    _old_peer: UnixStream,
+}
+
+impl ReusedForeignNumber {
+    fn new(lp: &mut EventLoop, log: &Log, floor: RawFd) -> Self {
+        let (old, old_peer) = UnixStream::pair().unwrap();
+        let (newcomer, newcomer_peer) = UnixStream::pair().unwrap();
+        let (number, old) = owned_high(old, floor);
+        let foreign = lp.add_foreign(number, POLL_IN, recorder(log, "old")).unwrap();
+        drop(old);
+        let (again, newcomer) = owned_high(newcomer, number);
+        assert_eq!(again, number, "the freed number is handed out again");
+        ReusedForeignNumber {
+            number,
+            foreign,
+            newcomer,
+            newcomer_peer,
+            _old_peer: old_peer,
+        }
+    }
+}
+
 fn turns_within(lp: &mut EventLoop, timeout_ms: u64, window: Duration, max_turns: usize) -> usize {
     let start = Instant::now();
     let mut turns = 0;
@@ -776,6 +822,134 @@ mod cases {
         close_behind(number);
     }
 
+    /// A descriptor the loop does not own (c-ares' sockets) gets its readiness
+    /// like any other, and its handler is told the number.
+    pub fn foreign_fd_gets_its_readiness(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let s = Rc::clone(&seen);
+        let token = lp
+            .add_foreign(
+                a.as_raw_fd(),
+                POLL_IN,
+                move |_: &mut Ctx, fd: &mut ForeignFd, _, events| {
+                    s.borrow_mut().push((fd.fd(), events));
+                    Ok(())
+                },
+            )
+            .unwrap();
+        assert_eq!(lp.registration(token), Some((a.as_raw_fd(), POLL_IN)));
+        assert_eq!(turn(&mut lp, 20), 0, "{backend}: nothing to read yet");
+        b.write_all(b"x").unwrap();
+        turn(&mut lp, 1000);
+        assert_eq!(*seen.borrow(), [(a.as_raw_fd(), POLL_IN)]);
+        lp.modify(token, POLL_OUT).unwrap();
+        seen.borrow_mut().clear();
+        turn(&mut lp, 1000);
+        assert_eq!(*seen.borrow(), [(a.as_raw_fd(), POLL_OUT)]);
+    }
+
+    /// `remove` and `take` of a foreign registration unregister it and close
+    /// nothing: the owner's descriptor stays open and usable.
+    pub fn remove_leaves_a_foreign_fd_open(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let log: Log = Default::default();
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let token = lp.add_foreign(fd, POLL_IN, recorder(&log, "foreign")).unwrap();
+        lp.remove(token).unwrap();
+        assert!(is_open(fd), "{backend}: remove closed the foreign fd {fd}");
+        assert!(!lp.contains(token));
+        b.write_all(b"x").unwrap();
+        assert_eq!(turn(&mut lp, 20), 0, "{backend}: a removed foreign fd still reported");
+        let token = lp.add_foreign(fd, POLL_IN, recorder(&log, "foreign")).unwrap();
+        let taken: ForeignFd = lp.take(token).unwrap();
+        assert_eq!(taken.fd(), fd);
+        assert!(is_open(fd), "{backend}: take closed the foreign fd {fd}");
+        let mut byte = [0u8];
+        a.read_exact(&mut byte).unwrap();
+        assert!(log.borrow().is_empty());
+    }
+
+    /// The owner closes a foreign fd, then the registration is removed, as c-ares'
+    /// socket callback makes the DNS driver do: `remove` succeeds and closes
+    /// nothing, and no placeholder is put on the number (nothing would ever close
+    /// it: one descriptor leaked per c-ares socket).
+    pub fn foreign_fd_closed_by_its_owner_then_removed_leaks_nothing(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let log: Log = Default::default();
+        let (other, mut other_peer) = UnixStream::pair().unwrap();
+        lp.add(other, POLL_IN, recorder(&log, "other")).unwrap();
+        let before = open_fd_count();
+        let (sock, _peer) = UnixStream::pair().unwrap();
+        let (number, owner) = owned_high(sock, floor_for(backend, 520));
+        let token = lp.add_foreign(number, POLL_IN, recorder(&log, "foreign")).unwrap();
+        turn(&mut lp, 10);
+        drop(owner);
+        turn(&mut lp, 10);
+        match lp.remove(token) {
+            Ok(()) => {}
+            // poll and select drop it themselves on POLL_NVAL; then the token is stale.
+            Err(err) => assert_eq!(err.kind(), io::ErrorKind::NotFound, "{backend}: {err}"),
+        }
+        turn(&mut lp, 10);
+        assert!(!is_open(number), "{backend}: something was left open on fd {number}");
+        drop(_peer);
+        assert_eq!(open_fd_count(), before, "{backend}: descriptors leaked");
+        assert!(!lp.contains(token));
+        log.borrow_mut().clear();
+        other_peer.write_all(b"x").unwrap();
+        turn(&mut lp, 1000);
+        assert_eq!(names(&log), ["other"], "{backend}: the other registration still works");
+    }
+
+    /// The owner closes a foreign fd and a new socket takes its number before the
+    /// registration is removed (c-ares closing and opening a socket within one
+    /// call): `remove` leaves the newcomer open and untouched, and the number can
+    /// then be registered again for the newcomer, which gets its events.
+    pub fn foreign_fd_number_reused_before_remove_leaves_the_newcomer_alone(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let log: Log = Default::default();
+        let reused = ReusedForeignNumber::new(&mut lp, &log, floor_for(backend, 580));
+        let (number, newcomer_file) = (reused.number, file_of(reused.number));
+        lp.remove(reused.foreign).unwrap();
+        assert_eq!(
+            file_of(number),
+            newcomer_file,
+            "{backend}: remove touched fd {number}, which is the newcomer's"
+        );
+        lp.add_foreign(number, POLL_IN, recorder(&log, "newcomer")).unwrap();
+        let mut newcomer_peer = reused.newcomer_peer;
+        newcomer_peer.write_all(b"y").unwrap();
+        turn(&mut lp, 1000);
+        assert_eq!(*log.borrow(), [("newcomer", POLL_IN)]);
+        drop(reused.newcomer);
+    }
+
+    /// The owner closes a foreign fd and the loop is given an owned socket on the
+    /// number before the foreign registration is removed: the newcomer is
+    /// registered, the foreign registration dropped, and the late `remove` of it
+    /// touches nothing.
+    pub fn foreign_fd_number_taken_by_an_owned_source_drops_the_foreign_registration(backend: Backend) {
+        let mut lp = new_loop(backend);
+        let log: Log = Default::default();
+        let reused = ReusedForeignNumber::new(&mut lp, &log, floor_for(backend, 640));
+        let (number, foreign, mut newcomer_peer) = (reused.number, reused.foreign, reused.newcomer_peer);
+        let owned = lp.add(reused.newcomer, POLL_IN, recorder(&log, "newcomer")).unwrap();
+        assert!(!lp.contains(foreign));
+        assert!(
+            lp.remove(foreign).is_err(),
+            "{backend}: a dropped token is not registered"
+        );
+        assert!(is_open(number), "{backend}: fd {number} (the newcomer) was closed");
+        newcomer_peer.write_all(b"y").unwrap();
+        turn(&mut lp, 1000);
+        assert_eq!(*log.borrow(), [("newcomer", POLL_IN)]);
+        lp.remove(owned).unwrap();
+        assert!(!is_open(number), "{backend}: the loop closes the source it owns");
+    }
+
     /// Issue 13, case 4: `stop()` before `run()` makes `run()` return at once, as
     /// the original's does; main cleared the request and ran on.
     pub fn stop_before_run_returns_at_once(backend: Backend) {
@@ -1136,4 +1310,9 @@ conformance!(
     remove_does_not_close_a_newcomer_on_a_closed_fds_number,
     stop_before_run_returns_at_once,
     regular_file_refusal_says_which_backend_can,
+    foreign_fd_gets_its_readiness,
+    remove_leaves_a_foreign_fd_open,
+    foreign_fd_closed_by_its_owner_then_removed_leaks_nothing,
+    foreign_fd_number_reused_before_remove_leaves_the_newcomer_alone,
+    foreign_fd_number_taken_by_an_owned_source_drops_the_foreign_registration,
 );

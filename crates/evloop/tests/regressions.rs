@@ -138,3 +138,62 @@ fn poll_handler_error_after_removing_itself_names_its_fd() {
 fn select_handler_error_after_removing_itself_names_its_fd() {
     handler_error_after_removing_itself_names_its_fd(Backend::Select, 980);
 }
+
+/// A foreign fd its owner closed before removing the registration (c-ares closes
+/// its sockets itself, and the DNS driver hears of it afterwards) is the expected
+/// order for `add_foreign`, not misuse: nothing above debug may be logged about
+/// it, whether the number is free or a new socket has it by then (the owned-source
+/// path says "closed without remove()" at WARN, once per c-ares socket).
+fn foreign_fd_closed_by_its_owner_first_logs_nothing_above_debug(backend: Backend, min: RawFd) {
+    let logs = captured_logs();
+    let mut lp: EventLoop = EventLoop::with_backend(backend).unwrap();
+    // Each owner's socket at `min`, alone (no other descriptor keeps its file
+    // open, as none does for c-ares' sockets).
+    let owned_at_min = || {
+        let (sock, peer) = UnixStream::pair().unwrap();
+        let fd = dup_at_least(sock.as_raw_fd(), min);
+        // SAFETY: `fd` was just made by dup_at_least and belongs to nothing else.
+        (fd, unsafe { OwnedFd::from_raw_fd(fd) }, peer)
+    };
+    let (fd, first, _first_peer) = owned_at_min();
+    let free = lp
+        .add_foreign(fd, POLL_IN, |_: &mut Ctx, _: &mut _, _, _| Ok(()))
+        .unwrap();
+    drop(first);
+    lp.remove(free).unwrap();
+    // Again, with a new socket on the number by the time of the remove.
+    let (again, second, _second_peer) = owned_at_min();
+    assert_eq!(again, fd, "the freed number is handed out again");
+    let reused = lp
+        .add_foreign(fd, POLL_IN, |_: &mut Ctx, _: &mut _, _, _| Ok(()))
+        .unwrap();
+    drop(second);
+    let (again, newcomer, _newcomer_peer) = owned_at_min();
+    assert_eq!(again, fd, "the freed number is handed out again");
+    lp.remove(reused).unwrap();
+    drop(newcomer);
+    let lines = logs.lock().unwrap_or_else(|e| e.into_inner());
+    let loud: Vec<&String> = lines
+        .iter()
+        .filter(|line| !line.starts_with("DEBUG") && !line.starts_with("TRACE"))
+        .filter(|line| line.contains(&format!("fd {fd} ")))
+        .collect();
+    assert!(loud.is_empty(), "{backend}: {loud:?}");
+}
+
+#[test]
+fn epoll_foreign_fd_closed_by_its_owner_first_logs_nothing_above_debug() {
+    if Backend::Epoll.is_available() {
+        foreign_fd_closed_by_its_owner_first_logs_nothing_above_debug(Backend::Epoll, 995);
+    }
+}
+
+#[test]
+fn poll_foreign_fd_closed_by_its_owner_first_logs_nothing_above_debug() {
+    foreign_fd_closed_by_its_owner_first_logs_nothing_above_debug(Backend::Poll, 1005);
+}
+
+#[test]
+fn select_foreign_fd_closed_by_its_owner_first_logs_nothing_above_debug() {
+    foreign_fd_closed_by_its_owner_first_logs_nothing_above_debug(Backend::Select, 1015);
+}

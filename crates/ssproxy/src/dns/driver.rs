@@ -7,22 +7,22 @@
 //! [`Driver::next_finished`] read it once c-ares has returned, so neither the loop
 //! nor a waiter's callback ever runs inside c-ares.
 //!
-//! The loop owns (and on `remove`, closes) what it watches, while c-ares owns its
-//! sockets and closes them itself. So the loop is given its own duplicate of each
-//! socket (`pidfd_getfd` on our own process: safe, unlike borrowing a raw
-//! descriptor), removed as soon as c-ares says the socket is gone. A loop API
-//! that watches a descriptor it does not own would make the duplicate (one system
-//! call per c-ares socket) unnecessary.
+//! c-ares owns its sockets and closes them itself, so the loop watches them as
+//! foreign descriptors ([`EventLoop::add_foreign`]): it never closes them, and a
+//! registration is removed once c-ares says its socket is gone. As those
+//! announcements are read after c-ares returns, c-ares may have closed a socket
+//! by then, and even opened a new one on its number: the old registration is
+//! removed (which touches nothing of the newcomer) and the number registered
+//! again, once, for the new socket ([`net_changes`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use c_ares::{AddrInfoFlags, AddrInfoHints, Channel, Flags, Options};
-use evloop::{Ctx, EventLoop, Events, POLL_ERR, POLL_HUP, POLL_IN, POLL_OUT, TimerId, Token};
+use evloop::{Ctx, EventLoop, Events, ForeignFd, POLL_ERR, POLL_HUP, POLL_IN, POLL_OUT, TimerId, Token};
 
 use super::{AddressOrder, ResolverConfig, lock};
 
@@ -44,8 +44,6 @@ pub(super) struct Driver {
     /// `None` once closed.
     channel: Option<Channel>,
     inbox: Arc<Mutex<Inbox>>,
-    /// Our process as a pidfd, for `pidfd_getfd`; opened with the first socket.
-    me: Option<OwnedFd>,
     /// The loop's registration of each c-ares socket.
     registered: HashMap<Socket, Token>,
     /// The loop timer for c-ares' next timeout, and when it fires.
@@ -64,7 +62,6 @@ impl Driver {
         Ok(Driver {
             channel: Some(channel),
             inbox,
-            me: None,
             registered: HashMap::new(),
             timer: None,
             answered: 0,
@@ -159,7 +156,8 @@ impl Driver {
         let changes = std::mem::take(&mut lock(&self.inbox).sockets);
         for (socket, closed, mode) in net_changes(&changes) {
             if closed && let Some(token) = self.registered.remove(&socket) {
-                // Our duplicate: closing it is what releases the socket for good.
+                // c-ares has closed it, or is about to: the loop forgets the number
+                // and closes nothing (a new socket may have it already).
                 if let Err(e) = lp.remove(token) {
                     log::debug!("dns: unregistering c-ares socket {socket}: {e}");
                 }
@@ -173,12 +171,14 @@ impl Driver {
                 }
                 continue;
             }
-            let registered = self.duplicate(socket).and_then(|dup| {
-                lp.add(dup, mode, move |cx: &mut Ctx<'_, D>, _: &mut OwnedFd, _, events| {
+            let registered = lp.add_foreign(
+                socket,
+                mode,
+                move |cx: &mut Ctx<'_, D>, _: &mut ForeignFd, _, events| {
                     on_socket(cx, socket, events);
                     Ok(())
-                })
-            });
+                },
+            );
             match registered {
                 Ok(token) => {
                     self.registered.insert(socket, token);
@@ -211,16 +211,6 @@ impl Driver {
         }
         let timer = lp.add_timer(delay, move |cx: &mut Ctx<'_, D>| on_timer(cx));
         self.timer = Some((timer, due));
-    }
-
-    /// The loop's own descriptor for c-ares' `socket`.
-    fn duplicate(&mut self, socket: Socket) -> io::Result<OwnedFd> {
-        use rustix::process::{PidfdFlags, PidfdGetfdFlags, getpid, pidfd_getfd, pidfd_open};
-        let me = match &mut self.me {
-            Some(me) => me,
-            none => none.insert(pidfd_open(getpid(), PidfdFlags::empty())?),
-        };
-        Ok(pidfd_getfd(&*me, socket, PidfdGetfdFlags::empty())?)
     }
 
     /// Destroy the channel (c-ares closes its sockets; pending lookups end
@@ -339,6 +329,58 @@ mod tests {
                 (8, false, POLL_IN | POLL_OUT),
                 (9, true, Events::from_bits(0))
             ]
+        );
+    }
+
+    /// c-ares closes a socket and opens a new one on its number within one call;
+    /// the loop hears of both only afterwards. The number must end up registered
+    /// once, for the new socket, with the new socket's interest: its events reach
+    /// c-ares, and the old registration is gone.
+    #[test]
+    fn a_socket_number_reused_before_the_loop_hears_ends_registered_once_for_the_new_socket() {
+        use std::io::Write;
+        use std::os::fd::{AsRawFd, OwnedFd};
+        use std::os::unix::net::UnixStream;
+
+        type Seen = Vec<(Socket, Events)>;
+        let on_socket = |cx: &mut Ctx<'_, Seen>, socket: Socket, events: Events| cx.data.push((socket, events));
+        let on_timer = |_: &mut Ctx<'_, Seen>| {};
+        let config = ResolverConfig {
+            nameservers: vec!["127.0.0.1:53".parse().unwrap()],
+            ..ResolverConfig::default()
+        };
+        let mut driver = Driver::new(&config).unwrap();
+        let mut lp: EventLoop<Seen> = EventLoop::new().unwrap();
+
+        let (old, _old_peer) = UnixStream::pair().unwrap();
+        let mut socket_at_number = OwnedFd::from(old);
+        let number = socket_at_number.as_raw_fd();
+        lock(&driver.inbox).sockets.push((number, true, false));
+        driver.sync_loop(&mut lp, on_socket, on_timer);
+        let first = driver.registered[&number];
+
+        // The close and the reopen at once: `number` names the new socket now.
+        let (new, mut new_peer) = UnixStream::pair().unwrap();
+        rustix::io::dup2(&new, &mut socket_at_number).unwrap();
+        drop(new);
+        lock(&driver.inbox)
+            .sockets
+            .extend([(number, false, false), (number, true, true)]);
+        driver.sync_loop(&mut lp, on_socket, on_timer);
+
+        assert!(!lp.contains(first), "the closed socket's registration is gone");
+        assert_eq!(lp.len(), 1, "one registration for the number");
+        let token = driver.registered[&number];
+        assert_eq!(lp.registration(token), Some((number, POLL_IN | POLL_OUT)));
+        new_peer.write_all(b"x").unwrap();
+        let mut seen = Seen::new();
+        lp.run_once(Some(Duration::from_secs(1)), &mut seen).unwrap();
+        assert_eq!(seen, [(number, POLL_IN | POLL_OUT)]);
+        driver.close(&mut lp);
+        assert!(lp.is_empty());
+        assert!(
+            rustix::io::fcntl_getfd(&socket_at_number).is_ok(),
+            "the loop closed c-ares' socket {number}"
         );
     }
 }
