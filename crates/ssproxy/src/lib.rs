@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod acl;
 pub mod app;
 pub mod config;
 pub mod crypto;
