@@ -120,9 +120,12 @@ fn main() {
         loads.sort_by_key(|(elapsed, _)| *elapsed);
         let (load, acl) = loads.swap_remove(1);
         // Misses: names under a TLD no rule uses, addresses above 100.0.0.0.
-        let miss_names: Vec<String> = (0..1000).map(|_| format!("www.{}.example-miss.zz", rng.label())).collect();
-        let miss_ips: Vec<IpAddr> =
-            (0..1000).map(|_| IpAddr::V4(Ipv4Addr::from(0x6400_0000 + (rng.next() as u32 % 0x8000_0000)))).collect();
+        let miss_names: Vec<String> = (0..1000)
+            .map(|_| format!("www.{}.example-miss.zz", rng.label()))
+            .collect();
+        let miss_ips: Vec<IpAddr> = (0..1000)
+            .map(|_| IpAddr::V4(Ipv4Addr::from(0x6400_0000 + (rng.next() as u32 % 0x8000_0000))))
+            .collect();
         for name in generated.hit_names.iter().take(50) {
             assert!(acl.decide_name(name).is_some(), "{name} should hit");
         }
