@@ -8,7 +8,7 @@ set -u
 cd "$(dirname "$0")"
 secs=${1:-30}
 [ $# -gt 0 ] && shift
-targets=${*:-"socks5 address aead_chunks sip022_header sip022_open_in_place udp_packet config dns_answer"}
+targets=${*:-"socks5 address aead_chunks sip022_header sip022_open_in_place udp_packet config dns_answer acl"}
 toolchain=${FUZZ_TOOLCHAIN:-+nightly}
 
 cargo $toolchain fuzz build -a || exit 1

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod app;
 pub mod config;
 pub mod crypto;
