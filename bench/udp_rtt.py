@@ -17,8 +17,13 @@ import socket
 import statistics
 import struct
 import subprocess
+import sys
 import threading
 import time
+
+# The proxy bench's reading of /proc/<pid>/stat, rather than a second copy of it.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "proxy"))
+from bench import cpu_times  # noqa: E402
 
 METHODS = {
     "aes-256-gcm": "udp-rtt-password",
@@ -41,13 +46,6 @@ def wait_tcp(port, within=10.0):
         except OSError:
             time.sleep(0.02)
     raise RuntimeError(f"nothing listens on port {port}")
-
-
-def cpu_seconds(pid):
-    """User + system CPU time of a process so far (from /proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def echo_server(stop):
@@ -108,7 +106,7 @@ def run(bin_dir, method, password, count, size, workers):
         s.bind(("127.0.0.1", 0))
         s.settimeout(1.0)
         payload = bytes(size)
-        cpu_before = cpu_seconds(server.pid) + cpu_seconds(local.pid)
+        _, cpu_before = cpu_times(server.pid, local.pid)
         times = []
         lost = 0
         started = time.monotonic()
@@ -124,7 +122,7 @@ def run(bin_dir, method, password, count, size, workers):
                 times.append((time.perf_counter_ns() - t0) / 1000)
             if time.monotonic() - started > 120:
                 break
-        cpu = cpu_seconds(server.pid) + cpu_seconds(local.pid) - cpu_before
+        cpu = cpu_times(server.pid, local.pid)[1] - cpu_before
         control.close()
         times.sort()
         q = lambda p: times[min(len(times) - 1, int(p * len(times)))]
